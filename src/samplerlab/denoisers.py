@@ -1,0 +1,256 @@
+"""One model contract: D(x_hat, sigma, **cond) -> x0_hat.
+
+``x_hat`` is the scaled variable x / s(t) = x_0 + sigma z (Karras et al. 2022,
+eq. 2-3), ``sigma`` a scalar tensor or one value per sample. Adapters turn
+networks that predict epsilon, v, the score, x_0 or a flow velocity in a
+process's own coordinates into that contract; solvers only ever see D.
+
+Wrappers (classifier-free guidance, the NFE counter) are denoisers around
+denoisers, never solver flags.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from .schedules import Process
+
+__all__ = [
+    "Denoiser",
+    "Prediction",
+    "PredictionAdapter",
+    "DiscreteDDPMAdapter",
+    "EDMPrecond",
+    "ClassifierFreeGuidance",
+    "NFECounter",
+    "as_batch_sigma",
+    "prediction_from_x0",
+]
+
+
+class Denoiser(Protocol):
+    def __call__(self, x: Tensor, sigma: Tensor, **cond) -> Tensor: ...
+
+
+def as_batch_sigma(sigma, x: Tensor) -> Tensor:
+    """sigma as a tensor broadcastable against x: shape (B, 1, ..., 1)."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
+    return sigma.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class Prediction(enum.Enum):
+    """What a network predicts, in its process's coordinates x_t = alpha x_0 + sigma_t eps.
+
+    alpha = s(t), sigma_t = s(t) sigma(t).
+    EPSILON: eps (Ho et al. 2020).  V: v = alpha eps - sigma_t x_0 (Salimans & Ho 2022, Sec. 4).
+    SCORE: grad_{x_t} log p_t(x_t) (Song et al. 2021).  X0: x_0.
+    FLOW: dx_t/dt = alpha' x_0 + sigma_t' eps (flow matching / rectified flow velocity).
+    """
+
+    EPSILON = "epsilon"
+    V = "v"
+    SCORE = "score"
+    X0 = "x0"
+    FLOW = "flow"
+
+
+def _coefficients(process: Process, sigma: Tensor):
+    t = process.t_of_sigma(sigma)
+    return t, process.s(t), process.ds_dt(t), process.dsigma_dt(t)
+
+
+def x0_from_prediction(
+    pred: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction
+) -> Tensor:
+    """Invert a network output to x_0 (sigma already shaped like x)."""
+    _, s, ds, dsig = _coefficients(process, sigma)
+    alpha, sigma_t = s, s * sigma
+    if prediction is Prediction.EPSILON:
+        return (x_t - sigma_t * pred) / alpha
+    if prediction is Prediction.V:
+        # alpha x_t - sigma_t v = (alpha^2 + sigma_t^2) x_0 for any alpha, sigma_t
+        return (alpha * x_t - sigma_t * pred) / (alpha**2 + sigma_t**2)
+    if prediction is Prediction.SCORE:
+        # score = -(x_t - alpha x_0) / sigma_t^2
+        return (x_t + sigma_t**2 * pred) / alpha
+    if prediction is Prediction.X0:
+        return pred
+    if prediction is Prediction.FLOW:
+        # eliminate eps from x_t and u = alpha' x_0 + sigma_t' eps:
+        # sigma_t' x_t - sigma_t u = (sigma_t' alpha - sigma_t alpha') x_0 = s^2 sigma' x_0
+        dsigma_t = ds * sigma + s * dsig
+        return (dsigma_t * x_t - sigma_t * pred) / (s**2 * dsig)
+    raise ValueError(f"unknown prediction {prediction!r}; valid: {[p.value for p in Prediction]}")
+
+
+def prediction_from_x0(
+    x0: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction
+) -> Tensor:
+    """What a network of the given kind would output when its x_0 estimate is ``x0``."""
+    _, s, ds, dsig = _coefficients(process, sigma)
+    alpha, sigma_t = s, s * sigma
+    eps = (x_t - alpha * x0) / sigma_t
+    if prediction is Prediction.EPSILON:
+        return eps
+    if prediction is Prediction.V:
+        return alpha * eps - sigma_t * x0
+    if prediction is Prediction.SCORE:
+        return -eps / sigma_t
+    if prediction is Prediction.X0:
+        return x0
+    if prediction is Prediction.FLOW:
+        return ds * x0 + (ds * sigma + s * dsig) * eps
+    raise ValueError(f"unknown prediction {prediction!r}; valid: {[p.value for p in Prediction]}")
+
+
+class PredictionAdapter:
+    """Wrap ``net(x_t, t, **cond)`` of a continuous-time process as D(x_hat, sigma).
+
+    The network sees its own coordinates: x_t = s(t) x_hat at t = t(sigma).
+    """
+
+    def __init__(self, net: Callable, process: Process, prediction: Prediction | str):
+        self.net = net
+        self.process = process
+        self.prediction = Prediction(prediction)
+
+    def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
+        sig = as_batch_sigma(sigma, x)
+        t = self.process.t_of_sigma(sig)
+        x_t = self.process.s(t) * x
+        out = self.net(x_t, t.reshape(-1), **cond)
+        return x0_from_prediction(out, x_t, sig, self.process, self.prediction)
+
+
+class DiscreteDDPMAdapter:
+    """A discrete-time DDPM network ``net(x_t, timestep, **cond)`` as D(x_hat, sigma).
+
+    Timestep k has alpha_bar_k; its noise level is sigma_k = sqrt((1 - alpha_bar_k) / alpha_bar_k)
+    (Karras et al. 2022, Appendix C.1). A continuous sigma maps to a fractional timestep by
+    linear interpolation of log sigma_k over k (or the nearest k with ``round_timesteps``).
+    The input is x_t = x_hat / sqrt(1 + sigma^2).
+    """
+
+    def __init__(
+        self,
+        net: Callable,
+        alphas_cumprod: Tensor,
+        prediction: Prediction | str = Prediction.EPSILON,
+        round_timesteps: bool = False,
+    ):
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+        if abar.ndim != 1 or len(abar) < 2 or not bool(torch.all(abar[1:] < abar[:-1])):
+            raise ValueError("alphas_cumprod must be a 1-D strictly decreasing sequence of length >= 2")
+        self.net = net
+        self.prediction = Prediction(prediction)
+        self.round_timesteps = round_timesteps
+        self.sigmas = torch.sqrt((1 - abar) / abar)
+        self.log_sigmas = torch.log(self.sigmas)
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def timestep(self, sigma: Tensor) -> Tensor:
+        """Fractional timestep k(sigma), clamped to [0, K-1]."""
+        ls = torch.log(sigma.to(torch.float64).clamp(self.sigma_min, self.sigma_max))
+        idx = torch.searchsorted(self.log_sigmas, ls).clamp(1, len(self.log_sigmas) - 1)
+        lo, hi = self.log_sigmas[idx - 1], self.log_sigmas[idx]
+        k = (idx - 1) + (ls - lo) / (hi - lo)
+        return k.round() if self.round_timesteps else k
+
+    def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
+        sig = as_batch_sigma(sigma, x)
+        k = self.timestep(sig.reshape(-1))
+        x_t = x / torch.sqrt(1 + sig**2)
+        out = self.net(x_t, k.to(x.dtype), **cond)
+        # the VP process in sigma form: s = 1 / sqrt(1 + sigma^2)
+        s = 1 / torch.sqrt(1 + sig**2)
+        alpha, sigma_t = s, s * sig
+        p = self.prediction
+        if p is Prediction.EPSILON:
+            return (x_t - sigma_t * out) / alpha
+        if p is Prediction.V:
+            return alpha * x_t - sigma_t * out
+        if p is Prediction.X0:
+            return out
+        raise ValueError(f"discrete DDPM prediction must be epsilon, v or x0, got {p.value!r}")
+
+
+class EDMPrecond:
+    """EDM preconditioning (Karras et al. 2022, Table 1 and eq. 7):
+
+    D(x, sigma) = c_skip x + c_out F(c_in x, c_noise), with
+    c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma sd / sqrt(sigma^2 + sd^2),
+    c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4.
+    ``net(x_in, c_noise, **cond)`` is the raw network F.
+    """
+
+    def __init__(self, net: Callable, sigma_data: float = 0.5):
+        self.net = net
+        self.sigma_data = sigma_data
+
+    def coefficients(self, sigma: Tensor):
+        sd = self.sigma_data
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / torch.sqrt(sigma**2 + sd**2)
+        c_in = 1 / torch.sqrt(sigma**2 + sd**2)
+        c_noise = torch.log(sigma) / 4
+        return c_skip, c_out, c_in, c_noise
+
+    def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
+        sig = as_batch_sigma(sigma, x)
+        c_skip, c_out, c_in, c_noise = self.coefficients(sig)
+        return c_skip * x + c_out * self.net(c_in * x, c_noise.reshape(-1), **cond)
+
+
+class ClassifierFreeGuidance:
+    """D_w = D(x, sigma; uncond) + w (D(x, sigma; cond) - D(x, sigma; uncond)) (Ho & Salimans 2022, eq. 6).
+
+    ``uncond`` are the keyword arguments that select the unconditional model
+    (e.g. ``{"class_labels": None}``); they override the caller's conditioning.
+    Two model calls per evaluation; ``scale = 1`` makes one call (the conditional model).
+    """
+
+    def __init__(self, denoiser: Denoiser, scale: float, uncond: dict | None = None):
+        self.denoiser = denoiser
+        self.scale = scale
+        self.uncond = uncond or {}
+
+    def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
+        d_cond = self.denoiser(x, sigma, **cond)
+        if self.scale == 1.0:
+            return d_cond
+        d_uncond = self.denoiser(x, sigma, **{**cond, **self.uncond})
+        return d_uncond + self.scale * (d_cond - d_uncond)
+
+
+class NFECounter:
+    """Counts model calls (one batched call = one NFE) and the wall time spent inside them."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = denoiser
+        self.calls = 0
+        self.seconds = 0.0
+
+    def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
+        start = time.perf_counter()
+        out = self.denoiser(x, sigma, **cond)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out

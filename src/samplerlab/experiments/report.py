@@ -1,0 +1,138 @@
+"""Tables, files and plots for benchmark results."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from ..io import atomic_path, atomic_write_text
+from .bench import BenchConfig, BenchRow, ProblemSummary
+
+__all__ = ["format_bench", "write_bench_outputs", "plot_bench"]
+
+METRICS = {
+    "sw2": "sliced W2 to exact data (lower is better)",
+    "rms_ode": "RMS distance to the exact probability-flow ODE solution (deterministic solvers)",
+    "nll_gap": "NLL gap: mean -log p(sample) minus that of exact samples (0 is exact)",
+}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return f"{value:.2e}"
+
+
+def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: list[BenchRow]) -> str:
+    """One block per problem: for each metric a solver x NFE table; '(9)' marks a counted NFE
+    that differs from the budget, '—' a cell that does not apply or was skipped."""
+    out = io.StringIO()
+    budgets = list(config.nfes)
+    solvers = list(dict.fromkeys(r.solver for r in rows))
+    width = max(len(s) for s in solvers) + 2
+    grid = config.grid + (f"({', '.join(f'{k}={v}' for k, v in config.grid_params.items())})" if config.grid_params else "")
+    for summary in summaries:
+        out.write(f"\n== {summary.name}: {summary.description}; {summary.num_samples} samples, "
+                  f"grid {grid}, process {config.process}, {config.dtype} ==\n")
+        cells = {(r.solver, r.nfe_budget): r for r in rows if r.problem == summary.name}
+        for metric, title in METRICS.items():
+            extra = f"  [floor {summary.sw2_floor:.4f}: two exact sample sets]" if metric == "sw2" else ""
+            out.write(f"{title}{extra}\n")
+            out.write("solver".ljust(width) + "".join(f"NFE {b}".rjust(14) for b in budgets) + "\n")
+            for s in solvers:
+                line = s.ljust(width)
+                for b in budgets:
+                    r = cells.get((s, b))
+                    text = "—" if r is None else _fmt(getattr(r, metric))
+                    if r is not None and r.nfe is not None and r.nfe != b and text != "—":
+                        text += f" ({r.nfe})"
+                    line += text.rjust(14)
+                out.write(line + "\n")
+            out.write("\n")
+        timed = [r for r in cells.values() if r.wall_seconds is not None]
+        if timed:
+            total = sum(r.wall_seconds for r in timed)
+            share = sum(r.overhead_share * r.wall_seconds for r in timed) / total if total else 0.0
+            out.write(f"sampling {total:.2f} s in all, {100 * share:.0f}% outside the model; "
+                      f"reference ODE solve {summary.reference_seconds:.2f} s\n")
+    skipped = [r for r in rows if r.note.startswith("skipped")]
+    for r in skipped:
+        out.write(f"note: {r.problem} {r.solver} NFE {r.nfe_budget}: {r.note}\n")
+    if any(r.nfe is not None and r.nfe != r.nfe_budget for r in rows):
+        out.write("(n): the solver's steps cannot use the budget exactly; n is the counted NFE it used\n")
+    return out.getvalue()
+
+
+def _csv_text(rows: list[BenchRow]) -> str:
+    buf = io.StringIO()
+    fields = list(asdict(rows[0]).keys()) if rows else []
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(asdict(r))
+    return buf.getvalue()
+
+
+def write_bench_outputs(
+    out_dir: str | Path, config: BenchConfig, summaries: list[ProblemSummary], rows: list[BenchRow], table: str
+) -> list[Path]:
+    """results.csv, results.json, table.txt and quality_vs_nfe.png, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.csv", _csv_text(rows))
+    payload = {
+        "config": config.to_dict(),
+        "problems": [asdict(s) for s in summaries],
+        "rows": [asdict(r) for r in rows],
+    }
+    atomic_write_text(out_dir / "results.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "table.txt", table)
+    plot_bench(out_dir / "quality_vs_nfe.png", summaries, rows)
+    return [out_dir / n for n in ("results.csv", "results.json", "table.txt", "quality_vs_nfe.png")]
+
+
+def plot_bench(path: str | Path, summaries: list[ProblemSummary], rows: list[BenchRow]) -> None:
+    """A row of panels per problem: each metric against counted NFE, one line per solver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    metrics = list(METRICS)
+    fig, axes = plt.subplots(len(summaries), len(metrics), figsize=(4.2 * len(metrics), 3.4 * len(summaries)),
+                             squeeze=False)
+    for i, summary in enumerate(summaries):
+        prow = [r for r in rows if r.problem == summary.name and r.nfe is not None]
+        solvers = list(dict.fromkeys(r.solver for r in prow))
+        for j, metric in enumerate(metrics):
+            ax = axes[i][j]
+            for k, s in enumerate(solvers):
+                pts = sorted((r.nfe, getattr(r, metric)) for r in prow if r.solver == s and getattr(r, metric) is not None)
+                pts = [(n, v) for n, v in pts if math.isfinite(v)]
+                if pts:
+                    # distinct styles so solvers with identical results (Euler, DDIM under EDM) stay visible
+                    ax.plot([p[0] for p in pts], [abs(p[1]) for p in pts], label=s,
+                            marker="os^vDx"[k % 6], linestyle=["-", "--", ":", "-."][k % 4], alpha=0.85)
+            if metric == "sw2":
+                ax.axhline(summary.sw2_floor, color="gray", linestyle="--", linewidth=1, label="floor")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ticks = sorted({r.nfe_budget for r in prow})
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([str(t) for t in ticks], fontsize=7)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xlabel("NFE (counted)")
+            ax.set_title(f"{summary.name}: {metric}" + (" (|gap|)" if metric == "nll_gap" else ""), fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[i][0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

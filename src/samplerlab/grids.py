@@ -1,0 +1,173 @@
+"""Time discretisations as data: descending 1-D float64 tensors of noise levels sigma.
+
+A grid of ``num_steps`` steps has ``num_steps + 1`` levels. With
+``final_zero=True`` (the default) the last level is 0, reached by the solver's
+final step (Karras et al. 2022, Alg. 1: t_N = 0), and the other ``num_steps``
+levels run from sigma_max to sigma_min; otherwise all ``num_steps + 1`` levels
+run from sigma_max down to sigma_min.
+
+The range comes from the process (sigma(t_max), sigma(t_min)) unless given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .registry import Registry
+from .schedules import Process
+
+__all__ = [
+    "GridError",
+    "validate_grid",
+    "karras",
+    "uniform_time",
+    "quadratic_time",
+    "logsnr_uniform",
+    "exponential",
+    "polyexponential",
+    "from_list",
+    "GRIDS",
+    "make_grid",
+]
+
+
+class GridError(ValueError):
+    """An invalid noise-level grid."""
+
+
+def validate_grid(sigmas, process: Process | None = None) -> Tensor:
+    """Return ``sigmas`` as a float64 tensor after checking it is a usable grid.
+
+    A grid is 1-D, has at least two levels, is finite, non-negative, strictly
+    decreasing, and only its last level may be 0. With a process, the last
+    level must be reachable by it (VE never reaches 0).
+    """
+    g = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    if g.ndim != 1 or len(g) < 2:
+        raise GridError(f"a grid needs at least 2 levels (1 step) in a 1-D sequence, got shape {tuple(g.shape)}")
+    if not bool(torch.isfinite(g).all()):
+        raise GridError(f"grid has non-finite levels: {g.tolist()}")
+    if bool((g < 0).any()):
+        raise GridError(f"grid has negative levels: {[v for v in g.tolist() if v < 0]}")
+    steps = g[1:] - g[:-1]
+    if not bool((steps < 0).all()):
+        bad = int(torch.nonzero(steps >= 0)[0])
+        raise GridError(
+            f"grid must be strictly decreasing; level {bad} ({g[bad]:g}) -> level {bad + 1} ({g[bad + 1]:g})"
+        )
+    if process is not None:
+        process.check_sigma_reachable(float(g[-1]))
+    return g
+
+
+def _range(process: Process | None, sigma_min, sigma_max) -> tuple[float, float]:
+    if sigma_min is None or sigma_max is None:
+        if process is None:
+            raise ValueError("give sigma_min and sigma_max, or a process to take them from")
+        sigma_min = process.sigma_min if sigma_min is None else sigma_min
+        sigma_max = process.sigma_max if sigma_max is None else sigma_max
+    if not 0 < sigma_min < sigma_max:
+        raise GridError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+    return float(sigma_min), float(sigma_max)
+
+
+def _ramp(num_steps: int, final_zero: bool) -> Tensor:
+    """Positions in [0, 1] of the non-final levels."""
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise GridError(f"num_steps must be a positive integer, got {num_steps!r}")
+    n = num_steps if final_zero else num_steps + 1
+    if n == 1:
+        return torch.zeros(1, dtype=torch.float64)
+    return torch.linspace(0, 1, n, dtype=torch.float64)
+
+
+def _finish(levels: Tensor, final_zero: bool, process: Process | None, ends=None) -> Tensor:
+    if ends is not None:  # pin the endpoints against rounding in the formulas
+        levels[0] = ends[1]
+        if len(levels) > 1:
+            levels[-1] = ends[0]
+    if final_zero:
+        levels = torch.cat([levels, levels.new_zeros(1)])
+    return validate_grid(levels, process)
+
+
+def karras(
+    num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, rho: float = 7.0,
+    final_zero: bool = True,
+) -> Tensor:
+    """sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho (Karras et al. 2022, eq. 5)."""
+    lo, hi = _range(process, sigma_min, sigma_max)
+    r = _ramp(num_steps, final_zero)
+    levels = (hi ** (1 / rho) + r * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    return _finish(levels, final_zero, process, (lo, hi))
+
+
+def polyexponential(
+    num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, rho: float = 1.0,
+    final_zero: bool = True,
+) -> Tensor:
+    """log sigma_i = log sigma_max + (i/(N-1))^rho (log sigma_min - log sigma_max); rho = 1 is geometric."""
+    lo, hi = _range(process, sigma_min, sigma_max)
+    r = _ramp(num_steps, final_zero) ** rho
+    levels = hi * torch.exp(r * math.log(lo / hi))
+    return _finish(levels, final_zero, process, (lo, hi))
+
+
+def exponential(num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, final_zero=True) -> Tensor:
+    """Geometric sigmas: uniform in log sigma."""
+    return polyexponential(num_steps, process, sigma_min=sigma_min, sigma_max=sigma_max, rho=1.0, final_zero=final_zero)
+
+
+def logsnr_uniform(num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, final_zero=True) -> Tensor:
+    """Uniform in log-SNR lambda = log(s / (s sigma)) = -log sigma (Lu et al. 2022, Sec. 3.3 "logSNR").
+
+    Since every process shares x_hat's SNR 1/sigma^2, this equals the geometric grid.
+    """
+    lo, hi = _range(process, sigma_min, sigma_max)
+    lam = -math.log(hi) + _ramp(num_steps, final_zero) * (math.log(hi) - math.log(lo))
+    return _finish(torch.exp(-lam), final_zero, process, (lo, hi))
+
+
+def _time_grid(process: Process | None, num_steps: int, warp: Callable[[Tensor], Tensor], final_zero: bool) -> Tensor:
+    if process is None:
+        raise ValueError("time-based grids need a process: its sigma(t) maps times to noise levels")
+    r = warp(_ramp(num_steps, final_zero))
+    t = process.t_max + r * (process.t_min - process.t_max)
+    return _finish(process.sigma(t), final_zero, process)
+
+
+def uniform_time(num_steps: int, process: Process | None = None, *, final_zero: bool = True) -> Tensor:
+    """Uniform in the process's time from T to t_min = t_eps (Song et al. 2021, Sec. 4)."""
+    return _time_grid(process, num_steps, lambda r: r, final_zero)
+
+
+def quadratic_time(num_steps: int, process: Process | None = None, *, final_zero: bool = True) -> Tensor:
+    """Quadratic time spacing, dense near t_min (Song et al. 2021a, DDIM, Appendix D.2): t - t_eps ∝ (1 - r)^2."""
+    return _time_grid(process, num_steps, lambda r: 1 - (1 - r) ** 2, final_zero)
+
+
+def from_list(values: Sequence[float], process: Process | None = None) -> Tensor:
+    """A user-given grid, validated."""
+    return validate_grid(values, process)
+
+
+GRIDS: Registry[Callable[..., Tensor]] = Registry("grid")
+GRIDS.register("karras")(karras)
+GRIDS.register("uniform-time")(uniform_time)
+GRIDS.register("quadratic-time")(quadratic_time)
+GRIDS.register("logsnr")(logsnr_uniform)
+GRIDS.register("exponential")(exponential)
+GRIDS.register("polyexponential")(polyexponential)
+
+
+def make_grid(name: str, num_steps: int, process: Process, **params) -> Tensor:
+    """Build a registered grid by name (configuration / CLI boundary)."""
+    fn = GRIDS.get(name)
+    try:
+        return fn(num_steps, process, **params)
+    except TypeError as err:
+        raise ValueError(f"bad parameters {params} for grid {name!r}: {err}") from err

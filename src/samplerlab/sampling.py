@@ -1,0 +1,124 @@
+"""The one sampling loop that runs every solver.
+
+    result = sample(denoiser, x_T, grid, solver, process=EDM(), noise=SampleNoise(seeds))
+
+Randomness comes from per-sample streams (``SampleNoise``), so a sample depends
+on its seed and not on the batch it ran in. NFE is counted by wrapping the
+denoiser, never assumed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .denoisers import Denoiser, NFECounter
+from .grids import validate_grid
+from .noise import SampleNoise
+from .schedules import EDM, Process
+from .solvers.base import Solver, StepContext
+
+__all__ = ["StepRecord", "SampleResult", "sample", "prior_sample", "generate"]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What a callback receives after each step."""
+
+    step: int  # 0-based index of the step just taken
+    num_steps: int
+    sigma: float  # level the step started from
+    sigma_next: float  # level it reached
+    x: Tensor  # state at sigma_next (process coordinates)
+    x0_hat: Tensor  # the step's last data estimate
+    nfe: int  # model calls so far
+
+
+@dataclass
+class SampleResult:
+    x: Tensor
+    nfe: int  # counted model calls
+    num_steps: int
+    wall_seconds: float
+    model_seconds: float
+
+    @property
+    def overhead_share(self) -> float:
+        """Share of wall time spent outside the model."""
+        return 0.0 if self.wall_seconds <= 0 else max(0.0, 1 - self.model_seconds / self.wall_seconds)
+
+
+def sample(
+    denoiser: Denoiser,
+    x: Tensor,
+    grid,
+    solver: Solver,
+    *,
+    process: Process | None = None,
+    noise: SampleNoise | None = None,
+    cond: dict | None = None,
+    callback: Callable[[StepRecord], None] | None = None,
+    progress: bool = False,
+) -> SampleResult:
+    """Integrate from ``x`` at level grid[0] down the grid with ``solver``.
+
+    ``x`` is in the process's coordinates (x = s(t) x_hat); the result is at the
+    grid's last level. Stochastic solvers draw from ``noise``.
+    """
+    process = process or EDM()
+    sigmas = validate_grid(grid, process)
+    if solver.stochastic and noise is None:
+        raise ValueError(f"solver {solver.name!r} is stochastic: pass noise=SampleNoise(seeds)")
+    if noise is not None and len(noise) != x.shape[0]:
+        raise ValueError(f"batch of {x.shape[0]} samples but {len(noise)} seeds")
+    counter = NFECounter(denoiser)
+    ctx = StepContext(counter, process, sigmas, noise, dict(cond or {}), solver.name)
+    state = solver.init_state(ctx)
+    steps = range(ctx.num_steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=solver.name, unit="step", leave=False)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in steps:
+            out = solver.step(ctx, x, i, state)
+            x, state = out.x, out.state
+            if callback is not None:
+                callback(StepRecord(i, ctx.num_steps, ctx.sigma(i), ctx.sigma(i + 1), x, out.x0_hat, counter.calls))
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    wall = time.perf_counter() - start
+    return SampleResult(x, counter.calls, ctx.num_steps, wall, counter.seconds)
+
+
+def prior_sample(process: Process, sigma_start: float, noise: SampleNoise, shape: Sequence[int]) -> Tensor:
+    """x at level sigma_start from the prior N(0, s^2 sigma^2 I) (Karras et al. 2022, Alg. 1 line 1).
+
+    The first draw of each sample's stream, so seed -> starting noise is fixed.
+    """
+    return noise.randn(*shape) * float(process.scale(sigma_start) * sigma_start)
+
+
+def generate(
+    denoiser: Denoiser,
+    shape: Sequence[int],
+    grid,
+    solver: Solver,
+    seeds: Sequence[int],
+    *,
+    process: Process | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    **kwargs,
+) -> SampleResult:
+    """Draw the prior from ``seeds`` and sample: the usual entry point for generation."""
+    process = process or EDM()
+    sigmas = validate_grid(grid, process)
+    noise = SampleNoise(seeds, device=device, dtype=dtype)
+    x = prior_sample(process, float(sigmas[0]), noise, shape)
+    return sample(denoiser, x, sigmas, solver, process=process, noise=noise, **kwargs)

@@ -1,0 +1,54 @@
+import math
+
+import pytest
+import torch
+
+from samplerlab.analytic import GaussianMixture
+from samplerlab.metrics import nll_gap, reference_ode_solution, rms_distance, sliced_wasserstein2
+from samplerlab.problems import make_problem
+
+
+def test_rms_distance():
+    a = torch.zeros(4, 3)
+    assert rms_distance(a, a) == 0.0
+    assert rms_distance(a, a + 2.0) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        rms_distance(a, torch.zeros(4, 2))
+
+
+def test_sliced_w2_of_a_translation_is_exact():
+    """For b = a + v, every projection shifts by theta.v, so SW2^2 = mean_theta (theta.v)^2 -> |v|^2 / d."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 4, generator=g, dtype=torch.float64)
+    v = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
+    sw = sliced_wasserstein2(a + v, a, num_projections=20000)
+    assert sw == pytest.approx(float(v.norm()) / 2.0, rel=0.02)
+    # 1-D: exactly the shift
+    x = torch.randn(100, 1, generator=g, dtype=torch.float64)
+    assert sliced_wasserstein2(x + 0.3, x, num_projections=3) == pytest.approx(0.3)
+
+
+def test_sliced_w2_floor_shrinks_with_samples():
+    m = make_problem("ring").model
+    small = sliced_wasserstein2(m.sample(200, torch.Generator().manual_seed(1)), m.sample(200, torch.Generator().manual_seed(2)))
+    large = sliced_wasserstein2(m.sample(20000, torch.Generator().manual_seed(1)), m.sample(20000, torch.Generator().manual_seed(2)))
+    assert large < small / 3
+
+
+def test_nll_gap_is_zero_for_true_samples_and_positive_for_blur():
+    m = make_problem("ring").model
+    true = m.sample(5000, torch.Generator().manual_seed(1))
+    assert nll_gap(m, true, true) == 0.0
+    other = m.sample(5000, torch.Generator().manual_seed(2))
+    assert abs(nll_gap(m, other, true)) < 0.1
+    blurred = other + 0.05 * torch.randn(other.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert nll_gap(m, blurred, true) > 0.5
+
+
+def test_reference_solution_against_closed_form_to_a_positive_level():
+    g = make_problem("gauss16").model
+    x = 80.0 * torch.randn(4, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = reference_ode_solution(g, x, 80.0, 0.002)
+    assert torch.allclose(ref, g.ode_flow(x, 80.0, 0.002), atol=1e-6)
+    with pytest.raises(ValueError):
+        reference_ode_solution(g, x, 1.0, 2.0)
