@@ -11,6 +11,7 @@ import sys
 import time
 
 from .registry import UnknownNameError
+from .solvers.base import parse_value
 
 __all__ = ["main"]
 
@@ -26,16 +27,11 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _value(text: str):
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(p) for p in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _key_values(items: list[str], what: str) -> dict:
@@ -44,17 +40,18 @@ def _key_values(items: list[str], what: str) -> dict:
         if "=" not in item:
             raise ValueError(f"{what} must look like KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = _value(v.strip())
+        out[k.strip().replace("-", "_")] = parse_value(v.strip())
     return out
 
 
 def _solver_params(items: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for item in items or []:
-        head, _, rest = item.partition(".")
-        if not rest or "=" not in rest:
+        target, eq, value = item.partition("=")
+        spec, dot, key = target.rpartition(".")
+        if not eq or not dot or not spec or not key:
             raise ValueError(f"--solver-param must look like SOLVER.KEY=VALUE (e.g. ddim.eta=0.5), got {item!r}")
-        out.setdefault(head, {}).update(_key_values([rest], "--solver-param"))
+        out.setdefault(spec, {})[key.strip().replace("-", "_")] = parse_value(value.strip())
     return out
 
 
@@ -74,15 +71,16 @@ def _cmd_bench(args) -> int:
     config.process = args.process
     config.process_params = _key_values(args.process_param, "--process-param")
     config.solver_params = _solver_params(args.solver_param)
-    unknown = set(config.solver_params) - set(config.solvers)
-    if unknown:
-        raise ValueError(f"--solver-param names solvers not in the run: {sorted(unknown)}")
+    if args.tolerances:
+        config.adaptive_tolerances = args.tolerances
     config.num_samples = args.samples
     config.seed = args.seed
     config.dtype = args.dtype
     config.validate()
 
-    total = len(config.problems) * len(config.solvers) * len(config.nfes)
+    solvers = [config.solver(spec) for spec in config.solvers]
+    per_problem = sum(len(config.tolerances(s)) if s.adaptive else len(config.nfes) for s in solvers)
+    total = len(config.problems) * per_problem
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm
@@ -126,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Runs every solver at every NFE budget on exact Gaussian-mixture problems "
                                        "and prints quality tables. Defaults take about a minute on 2 cores.")
     bench.add_argument("--problems", help="comma-separated problems (default: ring,gmm64; see `samplerlab list`)")
-    bench.add_argument("--solvers", help="comma-separated solvers (default: all first-order and EDM solvers)")
+    bench.add_argument("--solvers", help="comma-separated solver specs NAME or NAME:KEY=VALUE:..., e.g. "
+                       "heun,dpm-solver++:order=3,unipc:variant=bh1 (default: one per solver family)")
     bench.add_argument("--nfe", type=_int_list, help="comma-separated NFE budgets (default: 5,10,20,50)")
     bench.add_argument("--grid", default="karras", help="time grid (default: karras)")
     bench.add_argument("--grid-param", action="append", metavar="KEY=VALUE", help="grid parameter, e.g. rho=7")
@@ -134,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--process-param", action="append", metavar="KEY=VALUE", help="process parameter, e.g. t_max=80")
     bench.add_argument("--solver-param", action="append", metavar="SOLVER.KEY=VALUE",
                        help="solver parameter, e.g. ddim.eta=0.5 or edm-stochastic.s_churn=10")
+    bench.add_argument("--tolerances", type=_float_list, help="tolerances for adaptive solvers (default: dopri5 rtol 0.1,0.01,0.001; ggf reltol 0.1,0.05,0.02)")
     bench.add_argument("--samples", type=int, default=None, help="samples per problem (default: per problem)")
     bench.add_argument("--seed", type=int, default=0, help="first seed; samples use seed, seed+1, ...")
     bench.add_argument("--dtype", default="float32", help="float32 or float64 (default: float32)")

@@ -30,6 +30,10 @@ __all__ = [
     "NFECounter",
     "as_batch_sigma",
     "prediction_from_x0",
+    "X0Correction",
+    "Clip",
+    "DynamicThreshold",
+    "CorrectedDenoiser",
 ]
 
 
@@ -254,3 +258,50 @@ class NFECounter:
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return out
+
+
+class X0Correction(Protocol):
+    def __call__(self, x0: Tensor) -> Tensor: ...
+
+
+class Clip:
+    """Clip x0_hat to [low, high] (Ho et al. 2020 clip predicted images to [-1, 1])."""
+
+    def __init__(self, low: float = -1.0, high: float = 1.0):
+        if not low < high:
+            raise ValueError(f"Clip needs low < high, got low={low}, high={high}")
+        self.low, self.high = low, high
+
+    def __call__(self, x0: Tensor) -> Tensor:
+        return x0.clamp(self.low, self.high)
+
+
+class DynamicThreshold:
+    """Dynamic thresholding (Saharia et al. 2022, Sec. 2.3): per sample, s = max(bound, the
+    ``percentile`` quantile of |x0_hat|); x0_hat <- clip(x0_hat, -s, s) * bound / s.
+    (The paper uses bound = 1 for data in [-1, 1].)"""
+
+    def __init__(self, percentile: float = 0.995, bound: float = 1.0):
+        if not 0 < percentile <= 1:
+            raise ValueError(f"percentile must be in (0, 1], got {percentile}")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        self.percentile, self.bound = percentile, bound
+
+    def __call__(self, x0: Tensor) -> Tensor:
+        flat = x0.reshape(x0.shape[0], -1).abs()
+        s = torch.quantile(flat.to(torch.float32 if flat.dtype == torch.float16 else flat.dtype), self.percentile, dim=1)
+        s = s.clamp_min(self.bound).to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
+        return torch.maximum(torch.minimum(x0, s), -s) * (self.bound / s)
+
+
+class CorrectedDenoiser:
+    """Apply an x0 correction (clipping, dynamic thresholding) to every D(x, sigma): a hook that
+    works with every solver because solvers only ever see D."""
+
+    def __init__(self, denoiser: Denoiser, correction: X0Correction):
+        self.denoiser = denoiser
+        self.correction = correction
+
+    def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
+        return self.correction(self.denoiser(x, sigma, **cond))

@@ -49,7 +49,7 @@ def ring(modes: int = 8, radius: float = 1.0, std: float = 0.03) -> AnalyticProb
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     covs = torch.full((modes, 2), std**2, dtype=torch.float64)
     model = GaussianMixture(torch.ones(modes, dtype=torch.float64), means, covs)
-    return AnalyticProblem("ring", f"{modes} modes of std {std} on a 2-D circle of radius {radius}", model, 10000)
+    return AnalyticProblem("ring", f"{modes} modes of std {std} on a 2-D circle of radius {radius}", model, 4000)
 
 
 @PROBLEMS.register("gmm64")
@@ -64,7 +64,7 @@ def gmm64(components: int = 8, dim: int = 64, seed: int = 64) -> AnalyticProblem
         q = _random_rotation(dim, g)
         covs.append(q @ torch.diag(_log_uniform(dim, 1e-3, 0.3, g)) @ q.T)
     model = GaussianMixture(weights, means, torch.stack(covs))
-    return AnalyticProblem("gmm64", f"{components} full-covariance Gaussians in {dim}-D", model, 2000)
+    return AnalyticProblem("gmm64", f"{components} full-covariance Gaussians in {dim}-D", model, 1000)
 
 
 @PROBLEMS.register("gauss16")

@@ -10,7 +10,7 @@ denoiser, never assumed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -45,6 +45,7 @@ class SampleResult:
     num_steps: int
     wall_seconds: float
     model_seconds: float
+    info: dict = field(default_factory=dict)  # solver-specific figures (adaptive step counts, ...)
 
     @property
     def overhead_share(self) -> float:
@@ -93,7 +94,7 @@ def sample(
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
     wall = time.perf_counter() - start
-    return SampleResult(x, counter.calls, ctx.num_steps, wall, counter.seconds)
+    return SampleResult(x, counter.calls, ctx.num_steps, wall, counter.seconds, solver.report(state))
 
 
 def prior_sample(process: Process, sigma_start: float, noise: SampleNoise, shape: Sequence[int]) -> Tensor:

@@ -22,20 +22,28 @@ from ..noise import SampleNoise
 from ..problems import PROBLEMS, AnalyticProblem, make_problem
 from ..sampling import prior_sample, sample
 from ..schedules import PROCESSES, make_process
-from ..solvers import SOLVERS, make_solver
+from ..solvers import solver_from_spec
 
 __all__ = ["BenchConfig", "BenchRow", "ProblemSummary", "run_bench", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-DEFAULT_SOLVERS = ["euler", "heun", "ddim", "euler-ancestral", "euler-maruyama", "edm-stochastic"]
+# One entry per solver family (a spec is NAME or NAME:KEY=VALUE:...). annealed-langevin is left out of
+# the default: with its paper's 100 steps per level it cannot use budgets of 5-50 NFE.
+DEFAULT_SOLVERS = [
+    "euler", "heun", "ddim", "euler-ancestral", "euler-maruyama", "edm-stochastic",
+    "dpm-solver:order=2", "dpm-solver:order=3", "dpm-solver++", "dpm-solver++:order=3", "sde-dpm-solver++",
+    "deis-tab:order=3", "deis-rhork:tableau=rk4", "lms", "ipndm", "unipc:order=2", "unipc:order=3",
+    "pc:corrector=annealed-langevin", "dopri5", "ggf",
+]
 
 
 @dataclass
 class BenchConfig:
     problems: list[str] = field(default_factory=lambda: ["ring", "gmm64"])
     solvers: list[str] = field(default_factory=lambda: list(DEFAULT_SOLVERS))
-    solver_params: dict[str, dict] = field(default_factory=dict)
+    solver_params: dict[str, dict] = field(default_factory=dict)  # extra parameters per solver spec
+    adaptive_tolerances: list[float] | None = None  # None: each adaptive solver's own bench_tolerances
     grid: str = "karras"
     grid_params: dict = field(default_factory=dict)
     process: str = "edm"
@@ -49,8 +57,14 @@ class BenchConfig:
         """Resolve every name once, so a typo fails before any work."""
         for name in self.problems:
             PROBLEMS.get(name)
-        for name in self.solvers:
-            make_solver(name, **self.solver_params.get(name, {}))
+        for spec in self.solvers:
+            self.solver(spec)
+        unknown = set(self.solver_params) - set(self.solvers)
+        if unknown:
+            raise ValueError(f"solver parameters given for solvers not in the run: {sorted(unknown)}")
+        if self.adaptive_tolerances is not None and (
+                not self.adaptive_tolerances or any(not t > 0 for t in self.adaptive_tolerances)):
+            raise ValueError(f"adaptive tolerances must be positive, got {self.adaptive_tolerances}")
         GRIDS.get(self.grid)
         PROCESSES.get(self.process)
         if self.dtype not in DTYPES:
@@ -61,6 +75,12 @@ class BenchConfig:
         if self.num_samples is not None and self.num_samples < 2:
             raise ValueError(f"num_samples must be at least 2, got {self.num_samples}")
 
+    def solver(self, spec: str):
+        return solver_from_spec(spec, **self.solver_params.get(spec, {}))
+
+    def tolerances(self, solver) -> list[float]:
+        return list(self.adaptive_tolerances or solver.bench_tolerances)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -69,7 +89,7 @@ class BenchConfig:
 class BenchRow:
     problem: str
     solver: str
-    nfe_budget: int
+    nfe_budget: int | None  # None for adaptive solvers, which run at a tolerance instead
     steps: int | None
     nfe: int | None  # counted
     rms_ode: float | None
@@ -78,6 +98,7 @@ class BenchRow:
     wall_seconds: float | None
     overhead_share: float | None
     note: str = ""
+    tolerance: float | None = None  # adaptive solvers
 
 
 @dataclass
@@ -128,35 +149,49 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
 
     rows = []
     x_T_cache: dict[float, torch.Tensor] = {}
-    for sname in config.solvers:
-        solver = make_solver(sname, **config.solver_params.get(sname, {}))
+
+    def run(solver, grid):
+        sigma_start = float(grid[0])
+        if solver.stochastic:  # its noise stream continues after the prior draw
+            noise = SampleNoise(seeds, dtype=dtype)
+            x_T = prior_sample(process, sigma_start, noise, (problem.dim,))
+        else:
+            noise = None
+            if sigma_start not in x_T_cache:
+                x_T_cache[sigma_start] = prior_sample(process, sigma_start, SampleNoise(seeds, dtype=dtype), (problem.dim,))
+            x_T = x_T_cache[sigma_start]
+        return sample(model, x_T, grid, solver, process=process, noise=noise)
+
+    def measured(spec, solver, budget, steps, result, note="", tolerance=None):
+        x = result.x.to(torch.float64)
+        return BenchRow(
+            problem.name, spec, budget, steps, result.nfe,
+            None if solver.stochastic else rms_distance(x, ref),
+            sliced_wasserstein2(x, true_a), nll_gap(model64, x, true_a),
+            result.wall_seconds, result.overhead_share, note, tolerance,
+        )
+
+    for spec in config.solvers:
+        solver = config.solver(spec)
+        if solver.adaptive:
+            grid = make_grid(config.grid, 2, process, **config.grid_params)  # [sigma_max, sigma_min, final]
+            for tol in config.tolerances(solver):
+                tuned = solver.with_tolerance(tol)
+                result = run(tuned, grid)
+                rows.append(measured(spec, tuned, None, None, result, tolerance=tol))
+                if progress:
+                    progress(f"{problem.name} {spec} tol {tol:g}")
+            continue
         for budget in config.nfes:
             steps = solver.steps_for_nfe(budget)
             if steps is None:
-                rows.append(BenchRow(problem.name, sname, budget, None, None, None, None, None, None, None,
-                                     f"skipped: {sname} needs at least {solver.nfe(1)} NFE"))
-                continue
-            grid = make_grid(config.grid, steps, process, **config.grid_params)
-            sigma_start = float(grid[0])
-            if solver.stochastic:  # its noise stream continues after the prior draw
-                noise = SampleNoise(seeds, dtype=dtype)
-                x_T = prior_sample(process, sigma_start, noise, (problem.dim,))
+                rows.append(BenchRow(problem.name, spec, budget, None, None, None, None, None, None, None,
+                                     f"skipped: {spec} needs at least {solver.nfe(1)} NFE"))
             else:
-                noise = None
-                if sigma_start not in x_T_cache:
-                    x_T_cache[sigma_start] = prior_sample(process, sigma_start, SampleNoise(seeds, dtype=dtype), (problem.dim,))
-                x_T = x_T_cache[sigma_start]
-            result = sample(model, x_T, grid, solver, process=process, noise=noise)
-            x = result.x.to(torch.float64)
-            note = "" if result.nfe == budget else f"{result.nfe} NFE: {budget} does not fit {sname}'s steps"
-            rows.append(BenchRow(
-                problem.name, sname, budget, steps, result.nfe,
-                None if solver.stochastic else rms_distance(x, ref),
-                sliced_wasserstein2(x, true_a),
-                nll_gap(model64, x, true_a),
-                result.wall_seconds, result.overhead_share, note,
-            ))
+                result = run(solver, make_grid(config.grid, steps, process, **config.grid_params))
+                note = "" if result.nfe == budget else f"{result.nfe} NFE: {budget} does not fit {spec}'s steps"
+                rows.append(measured(spec, solver, budget, steps, result, note))
             if progress:
-                progress(f"{problem.name} {sname} NFE {budget}")
+                progress(f"{problem.name} {spec} NFE {budget}")
     summary = ProblemSummary(problem.name, problem.description, problem.dim, n, floor, ref_seconds)
     return summary, rows

@@ -34,14 +34,15 @@ def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: lis
     that differs from the budget, '—' a cell that does not apply or was skipped."""
     out = io.StringIO()
     budgets = list(config.nfes)
-    solvers = list(dict.fromkeys(r.solver for r in rows))
-    width = max(len(s) for s in solvers) + 2
+    solvers = list(dict.fromkeys(r.solver for r in rows if r.tolerance is None))
+    adaptive = list(dict.fromkeys(r.solver for r in rows if r.tolerance is not None))
+    width = max(len(s) for s in solvers + adaptive + ["solver"]) + 2
     grid = config.grid + (f"({', '.join(f'{k}={v}' for k, v in config.grid_params.items())})" if config.grid_params else "")
     for summary in summaries:
         out.write(f"\n== {summary.name}: {summary.description}; {summary.num_samples} samples, "
                   f"grid {grid}, process {config.process}, {config.dtype} ==\n")
-        cells = {(r.solver, r.nfe_budget): r for r in rows if r.problem == summary.name}
-        for metric, title in METRICS.items():
+        cells = {(r.solver, r.nfe_budget): r for r in rows if r.problem == summary.name and r.tolerance is None}
+        for metric, title in METRICS.items() if solvers else ():
             extra = f"  [floor {summary.sw2_floor:.4f}: two exact sample sets]" if metric == "sw2" else ""
             out.write(f"{title}{extra}\n")
             out.write("solver".ljust(width) + "".join(f"NFE {b}".rjust(14) for b in budgets) + "\n")
@@ -55,7 +56,16 @@ def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: lis
                     line += text.rjust(14)
                 out.write(line + "\n")
             out.write("\n")
-        timed = [r for r in cells.values() if r.wall_seconds is not None]
+        tuned = [r for r in rows if r.problem == summary.name and r.tolerance is not None]
+        if tuned:
+            out.write("adaptive solvers: NFE set by the tolerance (dopri5: rtol, atol = rtol / 10; ggf: reltol)\n")
+            out.write("solver".ljust(width) + "tol".rjust(8) + "NFE".rjust(8)
+                      + "".join(m.rjust(12) for m in METRICS) + "\n")
+            for r in tuned:
+                out.write(r.solver.ljust(width) + f"{r.tolerance:8.0e}" + f"{r.nfe:8d}"
+                          + "".join(_fmt(getattr(r, m)).rjust(12) for m in METRICS) + "\n")
+            out.write("\n")
+        timed = [r for r in rows if r.problem == summary.name and r.wall_seconds is not None]
         if timed:
             total = sum(r.wall_seconds for r in timed)
             share = sum(r.overhead_share * r.wall_seconds for r in timed) / total if total else 0.0
@@ -64,7 +74,7 @@ def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: lis
     skipped = [r for r in rows if r.note.startswith("skipped")]
     for r in skipped:
         out.write(f"note: {r.problem} {r.solver} NFE {r.nfe_budget}: {r.note}\n")
-    if any(r.nfe is not None and r.nfe != r.nfe_budget for r in rows):
+    if any(r.nfe is not None and r.nfe_budget is not None and r.nfe != r.nfe_budget for r in rows):
         out.write("(n): the solver's steps cannot use the budget exactly; n is the counted NFE it used\n")
     return out.getvalue()
 
@@ -106,7 +116,7 @@ def plot_bench(path: str | Path, summaries: list[ProblemSummary], rows: list[Ben
     import matplotlib.ticker
 
     metrics = list(METRICS)
-    fig, axes = plt.subplots(len(summaries), len(metrics), figsize=(4.2 * len(metrics), 3.4 * len(summaries)),
+    fig, axes = plt.subplots(len(summaries), len(metrics), figsize=(5.0 * len(metrics), 4.2 * len(summaries)),
                              squeeze=False)
     for i, summary in enumerate(summaries):
         prow = [r for r in rows if r.problem == summary.name and r.nfe is not None]
@@ -119,19 +129,21 @@ def plot_bench(path: str | Path, summaries: list[ProblemSummary], rows: list[Ben
                 if pts:
                     # distinct styles so solvers with identical results (Euler, DDIM under EDM) stay visible
                     ax.plot([p[0] for p in pts], [abs(p[1]) for p in pts], label=s,
-                            marker="os^vDx"[k % 6], linestyle=["-", "--", ":", "-."][k % 4], alpha=0.85)
+                            marker="os^vDxP*"[k % 8], linestyle=["-", "--", ":", "-."][k % 4], alpha=0.85,
+                            color=plt.cm.tab20(k % 20))
             if metric == "sw2":
                 ax.axhline(summary.sw2_floor, color="gray", linestyle="--", linewidth=1, label="floor")
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ticks = sorted({r.nfe_budget for r in prow})
+            top = max((r.nfe for r in prow), default=1)
+            ticks = sorted({r.nfe_budget for r in prow if r.nfe_budget is not None} | {t for t in (100, 300, 1000, 3000) if t <= top})
             ax.set_xticks(ticks)
             ax.set_xticklabels([str(t) for t in ticks], fontsize=7)
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_xlabel("NFE (counted)")
             ax.set_title(f"{summary.name}: {metric}" + (" (|gap|)" if metric == "nll_gap" else ""), fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
-        axes[i][0].legend(fontsize=7)
+        axes[i][0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

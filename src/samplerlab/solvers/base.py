@@ -14,7 +14,7 @@ from ..noise import SampleNoise
 from ..registry import Registry
 from ..schedules import Process
 
-__all__ = ["StepContext", "StepOutput", "Solver", "SOLVERS", "make_solver"]
+__all__ = ["StepContext", "StepOutput", "Solver", "SOLVERS", "make_solver", "parse_solver_spec", "solver_from_spec", "parse_value"]
 
 
 @dataclass
@@ -46,8 +46,8 @@ class StepContext:
         """s(t(sigma))."""
         return float(self.process.scale(sigma))
 
-    def denoise(self, x_hat: Tensor, sigma: float) -> Tensor:
-        """D(x_hat, sigma) with the run's conditioning."""
+    def denoise(self, x_hat: Tensor, sigma) -> Tensor:
+        """D(x_hat, sigma) with the run's conditioning; sigma is a float or one value per sample."""
         return self.denoiser(x_hat, torch.as_tensor(sigma, dtype=x_hat.dtype, device=x_hat.device), **self.cond)
 
     def pf_ode_dt(self, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
@@ -88,6 +88,8 @@ class Solver(ABC):
     order: ClassVar[int] = 1
     calls_per_step: ClassVar[int] = 1
     stochastic: ClassVar[bool] = False
+    adaptive: ClassVar[bool] = False  # steps chosen by error control inside each grid interval
+    bench_tolerances: ClassVar[tuple] = ()  # adaptive solvers: the tolerances a benchmark sweeps by default
 
     def init_state(self, ctx: StepContext) -> Any:
         return None
@@ -109,6 +111,19 @@ class Solver(ABC):
             n += 1
         return best
 
+    @property
+    def convergence_order(self) -> int:
+        """Global order of the deterministic part, as the solver's paper proves it (tested empirically)."""
+        return self.order
+
+    def report(self, state: Any) -> dict:
+        """Solver-specific figures for the result (e.g. accepted / rejected steps of adaptive solvers)."""
+        return {}
+
+    def with_tolerance(self, tol: float) -> "Solver":
+        """Adaptive solvers: a copy at tolerance ``tol`` (benchmarks sweep it instead of an NFE budget)."""
+        raise ValueError(f"{self.name} is not adaptive")
+
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
 
@@ -118,6 +133,36 @@ class Solver(ABC):
 
 
 SOLVERS: Registry[type[Solver]] = Registry("solver")
+
+
+def parse_value(text: str):
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_solver_spec(spec: str) -> tuple[str, dict]:
+    """'dpm-solver++:order=3:multistep=false' -> ('dpm-solver++', {'order': 3, 'multistep': False})."""
+    name, *parts = spec.split(":")
+    params = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"bad solver spec {spec!r}: write NAME:KEY=VALUE:KEY=VALUE, e.g. 'unipc:order=3'")
+        params[key.strip().replace("-", "_")] = parse_value(value.strip())
+    return name.strip(), params
+
+
+def solver_from_spec(spec: str, **overrides) -> Solver:
+    name, params = parse_solver_spec(spec)
+    return make_solver(name, **{**params, **overrides})
 
 
 def make_solver(name: str, **params) -> Solver:

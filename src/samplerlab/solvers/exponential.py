@@ -1,0 +1,271 @@
+"""Exponential integrators in log-SNR: DPM-Solver (Lu et al. 2022) and DPM-Solver++ (Lu et al. 2022b).
+
+All of them are written on x_hat = x / s with lambda = -log sigma (the half log-SNR of every process),
+where the probability-flow ODE has the exact variation-of-constants solution from lambda_s to
+lambda_t = lambda_s + h (Lu et al. 2022, eq. 3.4; Lu et al. 2022b, eq. 8):
+
+  noise prediction:  x_t = x_s - sigma_t * sum_k h^{k+1} phi_{k+1}(h)  eps^{(k)}(lambda_s)
+  data prediction:   x_t = e^{-h} x_s +   sum_k h^{k+1} phi_{k+1}(-h) x0^{(k)}(lambda_s)
+
+with phi_1(z) = (e^z - 1)/z and phi_{k+1}(z) = (phi_k(z) - 1/k!)/z. The alpha factors of the papers
+cancel in x_hat, so the same code serves every process. A method of order k truncates the sum after
+k terms and estimates the derivatives from extra model calls (singlestep) or from history (multistep).
+
+A step that lands on sigma = 0 (lambda = infinity) is always first order: it returns D(x, sigma),
+the "final denoising step" of the papers. Grids that end at 0 therefore end with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .base import SOLVERS, Solver, StepContext, StepOutput
+
+__all__ = ["phi", "ModelOutput", "DPMSolver", "DPMSolverPP", "SDEDPMSolverPP", "History"]
+
+
+def phi(k: int, z: float) -> float:
+    """phi_k(z) = int_0^1 e^{(1-u) z} u^{k-1}/(k-1)! du; phi_0 = e^z.
+
+    The recursion phi_{k+1} = (phi_k - 1/k!)/z loses about k digits to cancellation per decade
+    of |z| below 1, so |z| < 1 uses the series sum_j z^j / (j + k)! (30 terms: exact to rounding).
+    """
+    if abs(z) < 1.0:
+        return math.fsum(z**j / math.factorial(j + k) for j in range(30))
+    value = math.exp(z)
+    for j in range(1, k + 1):
+        value = (value - 1 / math.factorial(j - 1)) / z
+    return value
+
+
+class ModelOutput(enum.Enum):
+    """Which model output an exponential integrator extrapolates."""
+
+    NOISE = "noise"  # eps = (x_hat - D) / sigma: DPM-Solver
+    DATA = "data"  # x0 = D: DPM-Solver++
+
+
+def lam(sigma: float) -> float:
+    return -math.log(sigma)
+
+
+def taylor_step(output: ModelOutput, x_hat, sigma_s: float, sigma_t: float, scaled_derivs: list):
+    """x_hat at sigma_t from the truncated expansion; scaled_derivs[k] = h^k m^{(k)}(lambda_s)."""
+    h = lam(sigma_t) - lam(sigma_s)
+    if output is ModelOutput.DATA:
+        out = math.exp(-h) * x_hat
+        for k, d in enumerate(scaled_derivs):
+            out = out + (h * phi(k + 1, -h)) * d
+        return out
+    out = x_hat
+    for k, d in enumerate(scaled_derivs):
+        out = out - (sigma_t * h * phi(k + 1, h)) * d
+    return out
+
+
+def model_output(output: ModelOutput, x_hat, x0, sigma: float):
+    return x0 if output is ModelOutput.DATA else (x_hat - x0) / sigma
+
+
+@dataclass
+class History:
+    """Past model outputs for multistep methods: (lambda_j, m_j), newest last."""
+
+    lams: list
+    values: list
+
+    def push(self, lam_j: float, m_j, keep: int) -> None:
+        self.lams.append(lam_j)
+        self.values.append(m_j)
+        del self.lams[:-keep], self.values[:-keep]
+
+
+def backward_derivatives(lams: list, values: list, h: float, order: int) -> list:
+    """Scaled derivatives [m, h m', h^2 m'', ...] at the newest point from backward divided differences.
+
+    Uses the newest ``order`` points; exact for polynomials of degree order - 1 in lambda.
+    """
+    n = min(order, len(values))
+    pts = [(lams[-1 - j] - lams[-1]) / h for j in range(n)]  # tau of each point, newest = 0
+    vals = [values[-1 - j] for j in range(n)]
+    # Newton divided differences in tau, then expand the Newton form into Taylor coefficients at 0
+    coef = list(vals)
+    for level in range(1, n):
+        for j in range(n - 1, level - 1, -1):
+            coef[j] = (coef[j] - coef[j - 1]) / (pts[j] - pts[j - level])
+    # Newton basis prod_{i<j} (tau - pts[i]) -> monomials tau^k
+    taylor = [torch.zeros_like(vals[0]) for _ in range(n)]
+    basis = [1.0]  # polynomial coefficients of the current Newton basis function
+    for j in range(n):
+        for k, b in enumerate(basis):
+            if b != 0.0:
+                taylor[k] = taylor[k] + b * coef[j]
+        nxt = [0.0] * (len(basis) + 1)
+        for k, b in enumerate(basis):
+            nxt[k + 1] += b
+            nxt[k] -= b * pts[j]
+        basis = nxt
+    # taylor[k] is the tau^k coefficient = h^k m^{(k)} / k!
+    return [taylor[k] * math.factorial(k) for k in range(n)]
+
+
+def _effective_order(order: int, i: int, num_steps: int, available: int, lower_order_final: bool) -> int:
+    """Order for step i: limited by history, and near the end of short runs (Lu et al. 2022b, Sec. 5)."""
+    p = min(order, available)
+    if lower_order_final and num_steps < 15:
+        p = min(p, num_steps - i)
+    return max(p, 1)
+
+
+@SOLVERS.register("dpm-solver")
+@dataclass
+class DPMSolver(Solver):
+    """DPM-Solver (Lu et al. 2022), noise prediction.
+
+    Singlestep orders 1-3 (Alg. 1 with r1 = 1/2; Alg. 2 with r1 = 1/3, r2 = 2/3): k model calls per
+    step, order k; order 1 is DDIM. Multistep (``multistep=True``) orders 2-3 (Lu et al. 2022b,
+    Appendix): one model call per step, derivatives from the previous steps' outputs, first steps at
+    lower order. ``lower_order_final`` lowers the order of the last steps when there are fewer than 15.
+    """
+
+    order: int = 2
+    multistep: bool = False
+    lower_order_final: bool = True
+
+    name = "dpm-solver"
+    output = ModelOutput.NOISE
+
+    def __post_init__(self):
+        limit = 3
+        if self.order not in range(1, limit + 1):
+            raise ValueError(f"{self.name} order must be 1, 2 or 3, got {self.order}")
+
+    @property
+    def calls_per_step(self) -> int:  # type: ignore[override]
+        return 1 if self.multistep else self.order
+
+    def nfe(self, num_steps: int, final_zero: bool = True) -> int:
+        if self.multistep:
+            return num_steps
+        return self.order * num_steps - ((self.order - 1) if final_zero else 0)
+
+    def init_state(self, ctx: StepContext) -> Any:
+        return History([], [])
+
+    # -- singlestep stages -------------------------------------------------------------
+    def _singlestep(self, ctx, x_hat, sigma, sigma_next, m0, x0):
+        out = self.output
+        h = lam(sigma_next) - lam(sigma)
+        if self.order == 1:
+            return taylor_step(out, x_hat, sigma, sigma_next, [m0]), x0
+        if self.order == 2:
+            r1 = 0.5
+            s1 = math.exp(-(lam(sigma) + r1 * h))
+            u = taylor_step(out, x_hat, sigma, s1, [m0])
+            x0_u = ctx.denoise(u, s1)
+            d1 = model_output(out, u, x0_u, s1) - m0
+            # Lu et al. 2022 Alg. 1 / 2022b Alg. 1: the first-derivative term uses phi_1 / (2 r1)
+            first = taylor_step(out, x_hat, sigma, sigma_next, [m0])
+            if out is ModelOutput.DATA:
+                return first + (h * phi(1, -h) / (2 * r1)) * d1, x0_u
+            return first - (sigma_next * h * phi(1, h) / (2 * r1)) * d1, x0_u
+        r1, r2 = 1 / 3, 2 / 3
+        s1 = math.exp(-(lam(sigma) + r1 * h))
+        s2 = math.exp(-(lam(sigma) + r2 * h))
+        u1 = taylor_step(out, x_hat, sigma, s1, [m0])
+        d1 = model_output(out, u1, ctx.denoise(u1, s1), s1) - m0
+        # u2 from the expansion over r2 h with m' ~ d1 / (r1 h), i.e. (r2 h) m' ~ d1 r2 / r1 (Lu et al. 2022, Alg. 2)
+        u2 = taylor_step(out, x_hat, sigma, s2, [m0, d1 * (r2 / r1)])
+        x0_u2 = ctx.denoise(u2, s2)
+        d2 = model_output(out, u2, x0_u2, s2) - m0
+        return taylor_step(out, x_hat, sigma, sigma_next, [m0, d2 / r2]), x0_u2
+
+    def _multistep(self, ctx, x_hat, sigma, sigma_next, hist: History, p: int):
+        out = self.output
+        h = lam(sigma_next) - lam(sigma)
+        if p == 1:
+            return taylor_step(out, x_hat, sigma, sigma_next, [hist.values[-1]])
+        if p == 2:
+            # Lu et al. 2022b, Alg. 2 (2M): m0 + (1 / (2r)) (m0 - m_{-1}) with the phi_1 weight
+            r = (hist.lams[-1] - hist.lams[-2]) / h
+            m0, m1 = hist.values[-1], hist.values[-2]
+            return taylor_step(out, x_hat, sigma, sigma_next, [m0 + (m0 - m1) / (2 * r)])
+        derivs = backward_derivatives(hist.lams, hist.values, h, 3)
+        return taylor_step(out, x_hat, sigma, sigma_next, derivs)
+
+    def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
+        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+        x_hat = x / ctx.scale(sigma)
+        x0 = ctx.denoise(x_hat, sigma)
+        m0 = model_output(self.output, x_hat, x0, sigma)
+        if sigma_next == 0:
+            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+        if self.multistep:
+            state.push(lam(sigma), m0, keep=self.order)
+            p = _effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
+            x_next = self._multistep(ctx, x_hat, sigma, sigma_next, state, p)
+        else:
+            x_next, x0 = self._singlestep(ctx, x_hat, sigma, sigma_next, m0, x0)
+        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
+
+
+@SOLVERS.register("dpm-solver++")
+@dataclass
+class DPMSolverPP(DPMSolver):
+    """DPM-Solver++ (Lu et al. 2022b): the same integrators on the data prediction x0 = D.
+
+    Defaults to the multistep 2M (Alg. 2); ``order=3`` is 3M (third-order Taylor expansion of eq. 8
+    with derivatives from backward differences); ``multistep=False`` gives the singlestep 2S (Alg. 1)
+    and 3S. Order = ``order``; 1 model call per step multistep, ``order`` singlestep.
+    """
+
+    multistep: bool = True
+    name = "dpm-solver++"
+    output = ModelOutput.DATA
+
+
+@SOLVERS.register("sde-dpm-solver++")
+@dataclass
+class SDEDPMSolverPP(Solver):
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022b, Appendix): data prediction on the reverse SDE.
+
+    x_t = e^{-2h} x_s + (1 - e^{-2h}) D_hat + sigma_t sqrt(1 - e^{-2h}) z, with
+    D_hat = m0 + (m0 - m_{-1}) / (2r) in 2M (first order on the first and last steps).
+    Order 1 is ancestral sampling (DDIM with eta = 1). 1 model call per step, stochastic.
+    """
+
+    order: int = 2
+    lower_order_final: bool = True
+
+    name = "sde-dpm-solver++"
+    calls_per_step = 1
+    stochastic = True
+
+    def __post_init__(self):
+        if self.order not in (1, 2):
+            raise ValueError(f"sde-dpm-solver++ order must be 1 or 2, got {self.order}")
+
+    def init_state(self, ctx):
+        return History([], [])
+
+    def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
+        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+        x_hat = x / ctx.scale(sigma)
+        x0 = ctx.denoise(x_hat, sigma)
+        if sigma_next == 0:
+            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+        state.push(lam(sigma), x0, keep=2)
+        h = lam(sigma_next) - lam(sigma)
+        p = _effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
+        d = x0
+        if p == 2:
+            r = (state.lams[-1] - state.lams[-2]) / h
+            d = x0 + (x0 - state.values[-2]) / (2 * r)
+        decay = math.exp(-2 * h)
+        x_next = decay * x_hat + (1 - decay) * d + sigma_next * math.sqrt(1 - decay) * ctx.randn_like(x_hat)
+        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)

@@ -1,0 +1,296 @@
+"""Runge-Kutta solvers from Butcher tableaus that check themselves when built.
+
+``ButcherTableau`` verifies, on construction, that it is explicit, that c_i = sum_j a_ij, and that
+its weights satisfy every order condition up to its stated order (Butcher 1963; Hairer, Norsett &
+Wanner, Solving ODEs I, Table II.2.1: 1, 2, 4 and 8 conditions for orders 2-4, 9 more for order 5),
+and its embedded weights, if any, up to their order.
+
+Solvers:
+  deis-rhork   rhoRK-DEIS (Zhang & Chen 2023, Sec. 4): classic RK on dx_hat/drho = eps(x_hat, rho), rho = sigma
+  dopri5       adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) on the probability-flow ODE in log sigma,
+               dx_hat/dlog(sigma) = x_hat - D, with per-sample PI step-size control
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from fractions import Fraction as F
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import SOLVERS, Solver, StepContext, StepOutput
+
+__all__ = ["ButcherTableau", "TABLEAUS", "DEISRhoRK", "DormandPrince"]
+
+
+def _order_conditions(A: np.ndarray, b: np.ndarray, c: np.ndarray) -> list[tuple[int, float, float]]:
+    """(order, value, required) for the rooted-tree conditions up to order 5."""
+    Ac, Ac2, Ac3 = A @ c, A @ c**2, A @ c**3
+    AAc, AAc2 = A @ Ac, A @ Ac2
+    return [
+        (1, b.sum(), 1.0),
+        (2, b @ c, 1 / 2),
+        (3, b @ c**2, 1 / 3), (3, b @ Ac, 1 / 6),
+        (4, b @ c**3, 1 / 4), (4, b @ (c * Ac), 1 / 8), (4, b @ Ac2, 1 / 12), (4, b @ AAc, 1 / 24),
+        (5, b @ c**4, 1 / 5), (5, b @ (c**2 * Ac), 1 / 10), (5, b @ (c * Ac2), 1 / 15),
+        (5, b @ (c * AAc), 1 / 30), (5, b @ Ac**2, 1 / 20), (5, b @ Ac3, 1 / 20),
+        (5, b @ (A @ (c * Ac)), 1 / 40), (5, b @ AAc2, 1 / 60), (5, b @ (A @ AAc), 1 / 120),
+    ]
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    name: str
+    a: tuple  # lower-triangular rows
+    b: tuple
+    c: tuple
+    order: int
+    b_err: tuple | None = None  # embedded lower-order weights
+    err_order: int | None = None
+    fsal: bool = False
+
+    def __post_init__(self):
+        s = len(self.b)
+        A = self.A
+        c = np.array([float(v) for v in self.c])
+        if A.shape != (s, s) or len(c) != s:
+            raise ValueError(f"tableau {self.name}: a must be {s}x{s} and c of length {s}")
+        if np.any(np.triu(A) != 0):
+            raise ValueError(f"tableau {self.name} is not explicit")
+        if not np.allclose(A.sum(1), c, atol=1e-14):
+            raise ValueError(f"tableau {self.name}: c_i != sum_j a_ij")
+        for weights, order, label in ((self.b, self.order, "b"), (self.b_err, self.err_order, "b_err")):
+            if weights is None:
+                continue
+            if order > 5:
+                raise ValueError("order conditions are checked up to 5")
+            w = np.array([float(v) for v in weights])
+            for k, value, required in _order_conditions(A, w, c):
+                if k <= order and abs(value - required) > 1e-13:
+                    raise ValueError(
+                        f"tableau {self.name}: weights {label} fail an order-{k} condition ({value} != {required})")
+            # a weight vector of order p must *fail* some order p+1 condition, or the stated order is too low
+        if self.fsal and not np.allclose(A[-1], np.array([float(v) for v in self.b])):
+            raise ValueError(f"tableau {self.name}: FSAL requires the last row of a to equal b")
+
+    @property
+    def A(self) -> np.ndarray:
+        s = len(self.b)
+        A = np.zeros((s, s))
+        for i, row in enumerate(self.a):
+            for j, v in enumerate(row):
+                A[i, j] = float(v)
+        return A
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+
+TABLEAUS = {
+    "heun": ButcherTableau("heun", ((), (1,)), (F(1, 2), F(1, 2)), (0, 1), order=2),
+    "kutta3": ButcherTableau("kutta3", ((), (F(1, 2),), (-1, 2)), (F(1, 6), F(2, 3), F(1, 6)), (0, F(1, 2), 1), order=3),
+    "rk4": ButcherTableau("rk4", ((), (F(1, 2),), (0, F(1, 2)), (0, 0, 1)), (F(1, 6), F(1, 3), F(1, 3), F(1, 6)),
+                          (0, F(1, 2), F(1, 2), 1), order=4),
+    # Dormand & Prince 1980, Table 5.2 (RK5(4)7M)
+    "dopri5": ButcherTableau(
+        "dopri5",
+        (
+            (),
+            (F(1, 5),),
+            (F(3, 40), F(9, 40)),
+            (F(44, 45), F(-56, 15), F(32, 9)),
+            (F(19372, 6561), F(-25360, 2187), F(64448, 6561), F(-212, 729)),
+            (F(9017, 3168), F(-355, 33), F(46732, 5247), F(49, 176), F(-5103, 18656)),
+            (F(35, 384), 0, F(500, 1113), F(125, 192), F(-2187, 6784), F(11, 84)),
+        ),
+        (F(35, 384), 0, F(500, 1113), F(125, 192), F(-2187, 6784), F(11, 84), 0),
+        (0, F(1, 5), F(3, 10), F(4, 5), F(8, 9), 1, 1),
+        order=5,
+        b_err=(F(5179, 57600), 0, F(7571, 16695), F(393, 640), F(-92097, 339200), F(187, 2100), F(1, 40)),
+        err_order=4,
+        fsal=True,
+    ),
+}
+
+
+@SOLVERS.register("deis-rhork")
+@dataclass
+class DEISRhoRK(Solver):
+    """rhoRK-DEIS (Zhang & Chen 2023, Sec. 4): an explicit RK method on dx_hat/drho = eps(x_hat, rho),
+    rho = sigma. ``tableau`` is heun (order 2), kutta3 (3) or rk4 (4); stages = model calls per step.
+    The step to sigma = 0 is an Euler step (eps is undefined at 0): it returns D."""
+
+    tableau: str = "rk4"
+    name = "deis-rhork"
+
+    def __post_init__(self):
+        if self.tableau not in ("heun", "kutta3", "rk4"):
+            raise ValueError(f"deis-rhork tableau must be heun, kutta3 or rk4, got {self.tableau!r}")
+        self._tab = TABLEAUS[self.tableau]
+
+    @property
+    def order(self) -> int:  # type: ignore[override]
+        return self._tab.order
+
+    @property
+    def calls_per_step(self) -> int:  # type: ignore[override]
+        return self._tab.stages
+
+    def nfe(self, num_steps: int, final_zero: bool = True) -> int:
+        s = self._tab.stages
+        return s * num_steps - ((s - 1) if final_zero else 0)
+
+    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
+        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+        x_hat = x / ctx.scale(sigma)
+        if sigma_next == 0:
+            x0 = ctx.denoise(x_hat, sigma)
+            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+        tab, A = self._tab, self._tab.A
+        h = sigma_next - sigma
+        ks, x0 = [], None
+        for j in range(tab.stages):
+            xj = x_hat
+            for m in range(j):
+                if A[j, m] != 0:
+                    xj = xj + (h * A[j, m]) * ks[m]
+            rho = sigma + float(tab.c[j]) * h
+            x0 = ctx.denoise(xj, rho)
+            ks.append((xj - x0) / rho)
+        x_next = x_hat
+        for bj, kj in zip(tab.b, ks):
+            if bj != 0:
+                x_next = x_next + (h * float(bj)) * kj
+        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
+
+
+@dataclass
+class AdaptiveStats:
+    accepted: torch.Tensor
+    rejected: torch.Tensor
+
+    def report(self) -> dict:
+        return {
+            "accepted_steps_mean": float(self.accepted.double().mean()),
+            "rejected_steps_mean": float(self.rejected.double().mean()),
+            "accepted_steps_max": int(self.accepted.max()),
+            "rejected_steps_max": int(self.rejected.max()),
+        }
+
+
+@SOLVERS.register("dopri5")
+@dataclass
+class DormandPrince(Solver):
+    """Adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) on dx_hat/du = x_hat - D(x_hat, e^u), u = log sigma.
+
+    Each grid interval with a positive end is integrated adaptively; a step to sigma = 0 returns D.
+    Local error: the embedded 4th-order difference, measured per sample in the scaled RMS norm
+    sqrt(mean(((y5 - y4) / (atol + rtol max(|y|, |y5|)))^2)) (Hairer, Norsett & Wanner I, II.4).
+    Step sizes: a PI controller h <- h * safety * err^{-0.7/5} * err_prev^{0.4/5}, factor clipped to
+    [0.2, 5] (Gustafsson 1991). Every sample has its own steps, so a sample does not depend on its
+    batch. FSAL: 6 model calls per attempted step after the first. NFE counted by the loop;
+    accepted / rejected step counts are reported in the result's ``info``. Order 5.
+    """
+
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    h_init: float = 0.1  # first step in log sigma
+    safety: float = 0.9
+    max_attempts: int = 10_000
+
+    name = "dopri5"
+    order = 5
+    calls_per_step = 6
+    adaptive = True
+    bench_tolerances = (1e-1, 1e-2, 1e-3)
+
+    def __post_init__(self):
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ValueError(f"dopri5 needs rtol > 0 and atol > 0, got rtol={self.rtol}, atol={self.atol}")
+
+    def init_state(self, ctx):
+        return None
+
+    def nfe(self, num_steps: int, final_zero: bool = True) -> int:
+        raise ValueError("dopri5 is adaptive: its NFE is set by rtol / atol, not by the grid")
+
+    def steps_for_nfe(self, nfe: int, final_zero: bool = True):
+        return None
+
+    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
+        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+        x_hat = x / ctx.scale(sigma)
+        if state is None:
+            B = x.shape[0]
+            state = AdaptiveStats(torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.long))
+        if sigma_next == 0:
+            x0 = ctx.denoise(x_hat, sigma)
+            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+        x_next, x0 = self._integrate(ctx, x_hat, math.log(sigma), math.log(sigma_next), state)
+        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
+
+    def _integrate(self, ctx, x, u0: float, u1: float, stats: AdaptiveStats):
+        tab, A = TABLEAUS["dopri5"], TABLEAUS["dopri5"].A
+        b = [float(v) for v in tab.b]
+        e = [float(v) - float(w) for v, w in zip(tab.b, tab.b_err)]
+        c = [float(v) for v in tab.c]
+        B = x.shape[0]
+        dtype, device = x.dtype, x.device
+        view = (B,) + (1,) * (x.ndim - 1)
+        u = torch.full((B,), u0, dtype=torch.float64)
+        h = torch.full((B,), -abs(self.h_init), dtype=torch.float64)
+        err_prev = torch.ones(B, dtype=torch.float64)
+
+        def f(xs, us):
+            sig = torch.exp(us).to(dtype)
+            x0 = ctx.denoise(xs, sig.to(device))
+            return xs - x0, x0
+
+        k1, x0 = f(x, u)
+        for _ in range(self.max_attempts):
+            active = u > u1 + 1e-12
+            if not bool(active.any()):
+                return x, x0
+            h = torch.where(active, torch.maximum(h, u1 - u), torch.zeros_like(h))
+            hx = h.to(dtype).to(device).reshape(view)
+            ks = [k1]
+            for j in range(1, tab.stages):
+                xj = x
+                for m in range(j):
+                    if A[j, m] != 0:
+                        xj = xj + (hx * A[j, m]) * ks[m]
+                kj, x0j = f(xj, u + c[j] * h)
+                ks.append(kj)
+            y5 = xj  # FSAL: the last stage point is the 5th-order solution
+            err = sum((hx * ej) * kj for ej, kj in zip(e, ks) if ej != 0)
+            scale = self.atol + self.rtol * torch.maximum(x.abs(), y5.abs())
+            err_norm = (err / scale).pow(2).reshape(B, -1).mean(1).sqrt().to(torch.float64)
+            accept = active & (err_norm <= 1.0)
+            # PI control (Gustafsson 1991) on accepted steps, pure I on rejected ones
+            safe = err_norm.clamp_min(1e-10)
+            factor = torch.where(
+                accept,
+                self.safety * safe ** (-0.7 / 5) * err_prev ** (0.4 / 5),
+                self.safety * safe ** (-1 / 5),
+            ).clamp(0.2, 5.0)
+            acc = accept.reshape(view)
+            x = torch.where(acc, y5, x)
+            k1 = torch.where(acc, ks[-1], k1)
+            x0 = torch.where(acc, x0j, x0)
+            u = torch.where(accept, u + h, u)
+            err_prev = torch.where(accept, safe, err_prev)
+            stats.accepted += accept.long()
+            stats.rejected += (active & ~accept).long()
+            h = torch.where(active, h * factor, h)
+        raise RuntimeError(f"dopri5 did not reach sigma={math.exp(u1):g} in {self.max_attempts} attempts")
+
+    def report(self, state) -> dict:
+        return {} if state is None else state.report()
+
+    def with_tolerance(self, tol: float) -> "DormandPrince":
+        return dataclasses.replace(self, rtol=tol, atol=tol / 10)
