@@ -50,6 +50,16 @@ class StepContext:
         """D(x_hat, sigma) with the run's conditioning; sigma is a float or one value per sample."""
         return self.denoiser(x_hat, torch.as_tensor(sigma, dtype=x_hat.dtype, device=x_hat.device), **self.cond)
 
+    def evaluate(self, x: Tensor, i: int) -> tuple[float, float, Tensor, Tensor]:
+        """The opening of most steps: (sigma_i, sigma_{i+1}, x_hat = x / s, D(x_hat, sigma_i))."""
+        sigma, sigma_next = self.sigma(i), self.sigma(i + 1)
+        x_hat = x / self.scale(sigma)
+        return sigma, sigma_next, x_hat, self.denoise(x_hat, sigma)
+
+    def finish(self, x0: Tensor, state: Any = None) -> "StepOutput":
+        """A step that lands on sigma = 0 returns the data estimate (the final denoising step)."""
+        return StepOutput(x0 * self.scale(0.0), x0, state)
+
     def pf_ode_dt(self, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
         """dx/dt of the probability-flow ODE in process coordinates, and D.
 

@@ -199,12 +199,10 @@ class DPMSolver(Solver):
         return taylor_step(out, x_hat, sigma, sigma_next, derivs)
 
     def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        x_hat = x / ctx.scale(sigma)
-        x0 = ctx.denoise(x_hat, sigma)
-        m0 = model_output(self.output, x_hat, x0, sigma)
+        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
         if sigma_next == 0:
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
+        m0 = model_output(self.output, x_hat, x0, sigma)
         if self.multistep:
             state.push(lam(sigma), m0, keep=self.order)
             p = _effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
@@ -254,11 +252,9 @@ class SDEDPMSolverPP(Solver):
         return History([], [])
 
     def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        x_hat = x / ctx.scale(sigma)
-        x0 = ctx.denoise(x_hat, sigma)
+        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
         if sigma_next == 0:
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
         state.push(lam(sigma), x0, keep=2)
         h = lam(sigma_next) - lam(sigma)
         p = _effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)

@@ -72,7 +72,7 @@ class GottaGoFast(Solver):
             state = AdaptiveStats(torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.long))
         if sigma_next == 0:
             x0 = ctx.denoise(x / ctx.scale(sigma), sigma)
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
         x, x0 = self._integrate(ctx, x, ctx.t(sigma), ctx.t(sigma_next), state)
         return StepOutput(x, x0, state)
 

@@ -73,11 +73,9 @@ class DEISMultistep(Solver):
         return History([], [])
 
     def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        x_hat = x / ctx.scale(sigma)
-        x0 = ctx.denoise(x_hat, sigma)
+        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
         if sigma_next == 0:
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
         eps = (x_hat - x0) / sigma
         state.push(self.variable(ctx, sigma), eps, keep=self.order)
         p = min(self.order, len(state.values))
@@ -167,11 +165,9 @@ class IPNDM(Solver):
         return History([], [])
 
     def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        x_hat = x / ctx.scale(sigma)
-        x0 = ctx.denoise(x_hat, sigma)
+        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
         if sigma_next == 0:
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
         state.push(sigma, (x_hat - x0) / sigma, keep=self.max_order)
         coeffs = _AB[min(self.max_order, len(state.values))]
         eps = sum(c * e for c, e in zip(coeffs, reversed(state.values)))

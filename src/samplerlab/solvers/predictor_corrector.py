@@ -186,7 +186,7 @@ class AnnealedLangevin(Solver):
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
         if sigma_next == 0:
             x0 = ctx.denoise(x / ctx.scale(sigma), sigma)
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
         x = x * (ctx.scale(sigma_next) / ctx.scale(sigma))
         positive = ctx.sigmas[ctx.sigmas > 0]
         sigma_last = float(positive[-1])

@@ -150,7 +150,7 @@ class DEISRhoRK(Solver):
         x_hat = x / ctx.scale(sigma)
         if sigma_next == 0:
             x0 = ctx.denoise(x_hat, sigma)
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
         tab, A = self._tab, self._tab.A
         h = sigma_next - sigma
         ks, x0 = [], None
@@ -230,7 +230,7 @@ class DormandPrince(Solver):
             state = AdaptiveStats(torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.long))
         if sigma_next == 0:
             x0 = ctx.denoise(x_hat, sigma)
-            return StepOutput(x0 * ctx.scale(0.0), x0, state)
+            return ctx.finish(x0, state)
         x_next, x0 = self._integrate(ctx, x_hat, math.log(sigma), math.log(sigma_next), state)
         return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
 

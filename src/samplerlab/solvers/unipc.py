@@ -106,7 +106,7 @@ class UniPC(Solver):
             state.x_pred_output = ctx.denoise(x_hat, sigma)
         m = state.x_pred_output
         if sigma_next == 0:
-            return StepOutput(m * ctx.scale(0.0), m, state)
+            return ctx.finish(m, state)
         state.history.push(lam(sigma), m, keep=self.order)
         p = min(self.order, len(state.history.values))
         if self.lower_order_final and ctx.num_steps < 15:
