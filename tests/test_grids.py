@@ -20,7 +20,7 @@ from samplerlab.registry import UnknownNameError
 from samplerlab.schedules import EDM, VE, VPLinear
 
 
-@pytest.mark.parametrize("name", GRIDS.names())
+@pytest.mark.parametrize("name", [n for n in GRIDS.names() if n != "saved"])  # saved: tests/test_step_optimisation.py
 @pytest.mark.parametrize("steps", [1, 2, 7, 40])
 @pytest.mark.parametrize("final_zero", [True, False])
 def test_every_grid_is_valid_and_spans_the_range(name, steps, final_zero):

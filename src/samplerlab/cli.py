@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from .registry import UnknownNameError
 from .solvers.base import parse_value
@@ -99,6 +100,61 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from .experiments.runner import load_experiment, run_experiment
+
+    config = load_experiment(args.experiment)
+    out = args.out or str(Path("runs") / config.name)
+    summary = run_experiment(config, out, progress=not args.no_progress)
+    print((Path(out) / "tables.md").read_text())
+    print(f"{summary['computed']} cells computed, {summary['reused']} reused from {Path(out) / 'results.jsonl'}")
+    for path in summary["files"]:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_schedules_plot(args) -> int:
+    from .experiments.tables import plot_schedules
+    from .grids import time_steps
+    from .schedules import make_process
+    from .sigma_curves import ScheduledProcess
+
+    base = make_process(args.process)
+    entries = []
+    for shape in _csv_list(args.shapes):
+        for alpha in args.steepness or [1.0]:
+            process = base if shape == "base" and alpha == 1.0 else ScheduledProcess.swap(
+                base, base.name if shape == "base" else shape, alpha)
+            grid = time_steps(args.steps, process, offset=args.offset, power=args.power).tolist() if args.steps else None
+            label = shape + ("" if alpha == 1.0 else f", steepness {alpha:g}")
+            entries.append((label, process, grid))
+    plot_schedules(entries, args.out, title=f"schedules on the {base.name} process's range")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_optimise_steps(args) -> int:
+    from .experiments.step_optimisation import optimise_steps, save_grid
+    from .problems import make_problem
+    from .schedules import make_process
+    from .solvers import solver_from_spec
+
+    problem = make_problem(args.problem)
+    process = make_process(args.process)
+    solver = solver_from_spec(args.solver)
+    steps = solver.steps_for_nfe(args.nfe)
+    if steps is None:
+        raise ValueError(f"{args.solver} cannot run within {args.nfe} NFE")
+    grid = optimise_steps(problem.model, solver, steps, process, problem.dim,
+                          num_candidates=args.candidates, calibration=args.calibration, seed=args.seed)
+    name = args.name or f"{args.problem}-{solver.name}-nfe{args.nfe}"
+    path = save_grid(name, grid, {"problem": args.problem, "process": args.process, "nfe": args.nfe}, args.grid_dir)
+    print(f"{solver.describe()} at {steps} steps: summed local error {grid.cost:.3e}")
+    print("sigmas: " + ", ".join(f"{s:.4g}" for s in grid.sigmas))
+    print(f"wrote {path}; use it with --grid saved --grid-param name={name}")
+    return 0
+
+
 def _cmd_list(args) -> int:
     from .grids import GRIDS
     from .problems import PROBLEMS
@@ -140,6 +196,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="folder for results.csv, results.json, table.txt and quality_vs_nfe.png")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.set_defaults(func=_cmd_bench)
+
+    run = sub.add_parser("run", help="run an experiment file (solver x schedule x transform x steps), resumable")
+    run.add_argument("experiment", help="TOML file, e.g. examples/sgmse_schedule_study.toml")
+    run.add_argument("--out", help="run folder (default: runs/NAME); re-running resumes it")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=_cmd_run)
+
+    sched = sub.add_parser("schedules", help="schedule tools")
+    sched_sub = sched.add_subparsers(dest="schedules_command", required=True)
+    plot = sched_sub.add_parser("plot", help="draw sigma(t) of schedules (and their steps) to a PNG")
+    plot.add_argument("--shapes", default="base,linear,subvp,ve,vp,edm",
+                      help="comma-separated shapes; 'base' is the process's own (default: all)")
+    plot.add_argument("--process", default="ouve", help="whose range and time the shapes take (default: ouve)")
+    plot.add_argument("--steepness", type=_float_list, help="steepness exponents to draw, e.g. 1,1.2,1.5")
+    plot.add_argument("--steps", type=int, default=0, help="also mark N time steps")
+    plot.add_argument("--offset", type=float, default=1.0, help="timestep offset alpha for the marked steps")
+    plot.add_argument("--power", type=float, default=1.0, help="power warp of the marked steps")
+    plot.add_argument("--out", default="schedules.png")
+    plot.set_defaults(func=_cmd_schedules_plot)
+
+    opt = sub.add_parser("optimise-steps", help="choose a solver's steps by dynamic programming and save them")
+    opt.add_argument("--problem", default="ring", help="analytic problem (default: ring)")
+    opt.add_argument("--process", default="edm")
+    opt.add_argument("--solver", default="heun", help="solver spec (default: heun)")
+    opt.add_argument("--nfe", type=int, default=10, help="NFE budget (default: 10)")
+    opt.add_argument("--candidates", type=int, default=48, help="candidate levels (Karras rho 7, default: 48)")
+    opt.add_argument("--calibration", type=int, default=256, help="calibration samples (default: 256)")
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--name", help="saved grid name (default: PROBLEM-SOLVER-nfeN)")
+    opt.add_argument("--grid-dir", help="folder for saved grids (default: $SAMPLERLAB_GRID_DIR or ./grids)")
+    opt.set_defaults(func=_cmd_optimise_steps)
 
     lister = sub.add_parser("list", help="list solvers, grids, processes and problems")
     lister.set_defaults(func=_cmd_list)

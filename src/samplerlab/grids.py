@@ -11,7 +11,10 @@ The range comes from the process (sigma(t_max), sigma(t_min)) unless given.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -26,10 +29,13 @@ __all__ = [
     "karras",
     "uniform_time",
     "quadratic_time",
+    "time_steps",
     "logsnr_uniform",
     "exponential",
     "polyexponential",
     "from_list",
+    "saved",
+    "saved_grid_path",
     "GRIDS",
     "make_grid",
 ]
@@ -132,22 +138,37 @@ def logsnr_uniform(num_steps: int, process: Process | None = None, *, sigma_min=
     return _finish(torch.exp(-lam), final_zero, process, (lo, hi))
 
 
-def _time_grid(process: Process | None, num_steps: int, warp: Callable[[Tensor], Tensor], final_zero: bool) -> Tensor:
+def time_steps(
+    num_steps: int, process: Process | None = None, *, offset: float = 1.0, power: float = 1.0, final_zero: bool = True,
+) -> Tensor:
+    """Steps in the process's time t, then sigma_i = sigma(t_i):
+
+        t_i = offset * (t_min + (T - t_min) (1 - r_i)^power),   r_i = 0 .. 1 over the non-final levels.
+
+    power = 1 is uniform in t (Song et al. 2021, Sec. 4); power > 1 compresses the steps toward the end of
+    sampling, a power warp (power = 2 is DDIM's quadratic spacing, Song et al. 2021a, App. D.2);
+    offset < 1 scales every time step by alpha = offset and reads sigma from the unmodified schedule, so
+    sampling starts lower and each step removes less noise (the timestep-offset modification).
+    """
     if process is None:
         raise ValueError("time-based grids need a process: its sigma(t) maps times to noise levels")
-    r = warp(_ramp(num_steps, final_zero))
-    t = process.t_max + r * (process.t_min - process.t_max)
+    if not 0 < offset <= 1:
+        raise GridError(f"offset must be in (0, 1], got {offset}")
+    if not power > 0:
+        raise GridError(f"power must be positive, got {power}")
+    r = _ramp(num_steps, final_zero)
+    t = offset * (process.t_min + (process.t_max - process.t_min) * (1 - r) ** power)
     return _finish(process.sigma(t), final_zero, process)
 
 
 def uniform_time(num_steps: int, process: Process | None = None, *, final_zero: bool = True) -> Tensor:
     """Uniform in the process's time from T to t_min = t_eps (Song et al. 2021, Sec. 4)."""
-    return _time_grid(process, num_steps, lambda r: r, final_zero)
+    return time_steps(num_steps, process, final_zero=final_zero)
 
 
 def quadratic_time(num_steps: int, process: Process | None = None, *, final_zero: bool = True) -> Tensor:
     """Quadratic time spacing, dense near t_min (Song et al. 2021a, DDIM, Appendix D.2): t - t_eps ∝ (1 - r)^2."""
-    return _time_grid(process, num_steps, lambda r: 1 - (1 - r) ** 2, final_zero)
+    return time_steps(num_steps, process, power=2.0, final_zero=final_zero)
 
 
 def from_list(values: Sequence[float], process: Process | None = None) -> Tensor:
@@ -155,16 +176,43 @@ def from_list(values: Sequence[float], process: Process | None = None) -> Tensor
     return validate_grid(values, process)
 
 
+def saved_grid_path(name: str, directory=None) -> Path:
+    """Where a named grid lives: DIRECTORY/NAME.json, DIRECTORY = $SAMPLERLAB_GRID_DIR or ./grids.
+    A name ending in .json is taken as a path."""
+    if name.endswith(".json"):
+        return Path(name)
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise ValueError(f"bad grid name {name!r}: use letters, digits, '-', '_' (or give a path ending in .json)")
+    return Path(directory or os.environ.get("SAMPLERLAB_GRID_DIR", "grids")) / f"{name}.json"
+
+
+def saved(num_steps: int, process: Process | None = None, *, name: str, directory=None) -> Tensor:
+    """A grid saved by the step optimiser (``samplerlab optimise-steps``), by name or path."""
+    path = saved_grid_path(name, directory)
+    try:
+        payload = json.loads(path.read_text())
+        sigmas = payload["sigmas"]
+    except FileNotFoundError:
+        raise GridError(f"no saved grid {name!r} at {path}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise GridError(f"saved grid {path} is malformed: {err}") from None
+    if len(sigmas) - 1 != num_steps:
+        raise GridError(f"saved grid {name!r} has {len(sigmas) - 1} steps, not {num_steps}")
+    return validate_grid(sigmas, process)
+
+
 GRIDS: Registry[Callable[..., Tensor]] = Registry("grid")
 GRIDS.register("karras")(karras)
 GRIDS.register("uniform-time")(uniform_time)
 GRIDS.register("quadratic-time")(quadratic_time)
+GRIDS.register("time")(time_steps)
+GRIDS.register("saved")(saved)
 GRIDS.register("logsnr")(logsnr_uniform)
 GRIDS.register("exponential")(exponential)
 GRIDS.register("polyexponential")(polyexponential)
 
 
-def make_grid(name: str, num_steps: int, process: Process, **params) -> Tensor:
+def make_grid(name: str, num_steps: int, process: Process, /, **params) -> Tensor:
     """Build a registered grid by name (configuration / CLI boundary)."""
     fn = GRIDS.get(name)
     try:

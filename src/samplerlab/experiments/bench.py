@@ -133,19 +133,27 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
     seeds = range(config.seed, config.seed + n)
     model64 = problem.model
     model = model64.to(dtype)
-    sigma_max = process.sigma_max
 
     # exact data samples, and a second independent set for the metric's floor
     true_a = model64.sample(n, torch.Generator().manual_seed(10_000_019 + config.seed))
     true_b = model64.sample(n, torch.Generator().manual_seed(20_000_003 + config.seed))
     floor = sliced_wasserstein2(true_a, true_b)
 
-    # the exact ODE solution from each seed's starting noise (first draw of its stream)
-    start = time.perf_counter()
-    x_hat_T = SampleNoise(seeds, dtype=torch.float64).randn(problem.dim) * sigma_max
-    grid_end = float(make_grid(config.grid, 1, process, **config.grid_params)[-1])
-    ref = reference_ode_solution(model64, x_hat_T, sigma_max, grid_end) * float(process.scale(grid_end))
-    ref_seconds = time.perf_counter() - start
+    # the exact ODE solution from each seed's starting noise (the first draw of its stream, as in
+    # prior_sample), per grid start and end, computed when first needed
+    z_T = SampleNoise(seeds, dtype=torch.float64).randn(problem.dim)
+    references: dict[tuple[float, float], torch.Tensor] = {}
+    ref_seconds = 0.0
+
+    def reference(grid) -> torch.Tensor:
+        nonlocal ref_seconds
+        key = (float(grid[0]), float(grid[-1]))
+        if key not in references:
+            start = time.perf_counter()
+            sol = reference_ode_solution(model64, z_T * key[0], key[0], key[1])
+            references[key] = sol * float(process.scale(key[1]))
+            ref_seconds += time.perf_counter() - start
+        return references[key]
 
     rows = []
     x_T_cache: dict[float, torch.Tensor] = {}
@@ -162,11 +170,11 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
             x_T = x_T_cache[sigma_start]
         return sample(model, x_T, grid, solver, process=process, noise=noise)
 
-    def measured(spec, solver, budget, steps, result, note="", tolerance=None):
+    def measured(spec, solver, budget, steps, grid, result, note="", tolerance=None):
         x = result.x.to(torch.float64)
         return BenchRow(
             problem.name, spec, budget, steps, result.nfe,
-            None if solver.stochastic else rms_distance(x, ref),
+            None if solver.stochastic else rms_distance(x, reference(grid)),
             sliced_wasserstein2(x, true_a), nll_gap(model64, x, true_a),
             result.wall_seconds, result.overhead_share, note, tolerance,
         )
@@ -178,7 +186,7 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
             for tol in config.tolerances(solver):
                 tuned = solver.with_tolerance(tol)
                 result = run(tuned, grid)
-                rows.append(measured(spec, tuned, None, None, result, tolerance=tol))
+                rows.append(measured(spec, tuned, None, None, grid, result, tolerance=tol))
                 if progress:
                     progress(f"{problem.name} {spec} tol {tol:g}")
             continue
@@ -188,9 +196,10 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
                 rows.append(BenchRow(problem.name, spec, budget, None, None, None, None, None, None, None,
                                      f"skipped: {spec} needs at least {solver.nfe(1)} NFE"))
             else:
-                result = run(solver, make_grid(config.grid, steps, process, **config.grid_params))
+                grid = make_grid(config.grid, steps, process, **config.grid_params)
+                result = run(solver, grid)
                 note = "" if result.nfe == budget else f"{result.nfe} NFE: {budget} does not fit {spec}'s steps"
-                rows.append(measured(spec, solver, budget, steps, result, note))
+                rows.append(measured(spec, solver, budget, steps, grid, result, note))
             if progress:
                 progress(f"{problem.name} {spec} NFE {budget}")
     summary = ProblemSummary(problem.name, problem.description, problem.dim, n, floor, ref_seconds)

@@ -1,0 +1,130 @@
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from samplerlab.cli import main
+from samplerlab.experiments.runner import cells_of, load_experiment, read_results, run_experiment
+
+SMALL = textwrap.dedent("""
+    [experiment]
+    name = "small"
+    problem = "ouve-gmm"
+    process = "ouve"
+    samples = 24
+    metrics = ["snr_db", "rms_posterior_mean"]
+
+    [[study]]
+    name = "schedules"
+    solvers = ["pc:corrector=annealed-langevin:snr=0.5", "heun"]
+    schedules = ["base", "linear"]
+    steps = [4, 6]
+
+    [[study]]
+    name = "transforms"
+    solvers = ["pc:corrector=annealed-langevin:snr=0.5"]
+    transforms = ["none", "steepness=1.2", "offset=0.8", "power=2"]
+    nfe = [8]
+""")
+
+
+def _write(tmp_path, text=SMALL, name="exp.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_runner_writes_every_cell_and_tables(tmp_path):
+    config = load_experiment(_write(tmp_path))
+    out = tmp_path / "run"
+    summary = run_experiment(config, out, progress=False)
+    assert summary["computed"] == summary["cells"] == 2 * 2 * 2 + 4
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and len({json.loads(l)["key"] for l in lines}) == 12
+    md = (out / "tables.md").read_text()
+    assert "### schedules: snr_db" in md and "**" in md and "*noisy input y*" in md
+    assert "steps = 4" in md and "nfe = 8" in md
+    csv = (out / "tables.csv").read_text().splitlines()
+    assert csv[0].startswith("study,configuration,column,metric,mean,std")
+    assert (out / "schedules-metrics.png").exists() and (out / "transforms-schedules.png").exists()
+    assert json.loads((out / "config.json").read_text())["name"] == "small"
+
+
+def test_a_killed_run_resumes_without_recomputing(tmp_path):
+    config = load_experiment(_write(tmp_path))
+    out = tmp_path / "run"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_five(cell, record):
+        if len(read_results(out / "results.jsonl")) == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_experiment(config, out, progress=False, on_cell=kill_after_five)
+    # a crash in the middle of writing a line leaves a torn line behind
+    with open(out / "results.jsonl", "a") as f:
+        f.write('{"key": "transforms | torn')
+    computed = []
+    summary = run_experiment(config, out, progress=False, on_cell=lambda c, r: computed.append(c.key))
+    assert summary["computed"] == 7 and summary["reused"] == 5
+    finished = read_results(out / "results.jsonl")
+    assert set(finished) == {c.key for c in cells_of(config)}
+    assert not set(computed) & {k for k in list(finished)[:5]}
+    again = run_experiment(config, out, progress=False)
+    assert again["computed"] == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ('name = "small"', None),
+    ('problem = "ouve-gmm"\nbogus = 1', "unknown \\[experiment\\] keys \\['bogus'\\]"),
+    ('schedules = ["base", "linear"]', None),
+    ('problem = "ouve-gmm"', None),
+])
+def test_config_errors(tmp_path, change, message):
+    if message is None:
+        return
+    with pytest.raises(ValueError, match=message):
+        load_experiment(_write(tmp_path, SMALL.replace('problem = "ouve-gmm"', change)))
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('schedules = ["base", "linear"]', 'schedules = ["cosine"]', "unknown schedule shape 'cosine'"),
+    ('"power=2"', '"warp=2"', "unknown transform 'warp=2'"),
+    ('"offset=0.8"', '"offset=1.5"', "offset in \\(0, 1\\]"),
+    ('nfe = [8]', 'nfe = [8]\nsteps = [3]', "exactly one of steps"),
+    ('metrics = ["snr_db", "rms_posterior_mean"]', 'metrics = ["pesq"]', "unknown metrics \\['pesq'\\]"),
+    ('problem = "ouve-gmm"', 'problem = "speech"', "unknown problem 'speech'"),
+])
+def test_bad_experiment_files_get_clear_errors(tmp_path, old, new, message):
+    with pytest.raises(ValueError, match=message):
+        load_experiment(_write(tmp_path, SMALL.replace(old, new)))
+
+
+def test_bundled_example_has_the_four_published_experiments(tmp_path):
+    config = load_experiment(Path(__file__).resolve().parent.parent / "examples" / "sgmse_schedule_study.toml")
+    assert [s.name for s in config.studies] == ["1 interchanged schedules", "2 steepness", "3 timestep offset",
+                                                 "4 non-uniform steps"]
+    assert all(s.steps == [10, 15, 30] for s in config.studies)
+    assert config.studies[1].transforms == ["none", "steepness=1.05", "steepness=1.1", "steepness=1.2", "steepness=1.5"]
+    config.samples = 16
+    summary = run_experiment(config, tmp_path / "example", progress=False)
+    assert summary["cells"] == 48
+
+
+def test_cli_run_schedules_plot_and_optimise_steps(tmp_path, capsys):
+    path = _write(tmp_path)
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "### transforms: rms_posterior_mean" in out and "12 cells computed, 0 reused" in out
+    assert main(["schedules", "plot", "--steepness", "1,1.5", "--steps", "10", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["optimise-steps", "--problem", "ring", "--solver", "euler", "--nfe", "4", "--candidates", "12",
+                 "--calibration", "16", "--name", "tiny", "--grid-dir", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "tiny.json").read_text())["num_steps"] == 4
+    assert main(["bench", "--problems", "ring", "--solvers", "euler", "--nfe", "4", "--samples", "32",
+                 "--grid", "saved", "--grid-param", "name=tiny", "--grid-param", f"directory={tmp_path}", "--no-progress"]) == 0
+    assert main(["run", str(tmp_path / "missing.toml")]) == 2
+    assert "no experiment file" in capsys.readouterr().err
