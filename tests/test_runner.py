@@ -128,3 +128,29 @@ def test_cli_run_schedules_plot_and_optimise_steps(tmp_path, capsys):
                  "--grid", "saved", "--grid-param", "name=tiny", "--grid-param", f"directory={tmp_path}", "--no-progress"]) == 0
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "no experiment file" in capsys.readouterr().err
+
+
+def _shard_worker(rank, world, init_file, exp_path, out_dir):
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        run_experiment(load_experiment(exp_path), out_dir, progress=False)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cells_shard_over_two_gloo_processes(tmp_path):
+    import torch.multiprocessing as mp
+
+    exp = _write(tmp_path)
+    out = tmp_path / "sharded"
+    mp.spawn(_shard_worker, args=(2, str(tmp_path / "rdzv"), str(exp), str(out)), nprocs=2, join=True)
+    shards = [read_results(out / f"results.rank{r}.jsonl") for r in (0, 1)]
+    assert len(shards[0]) == 6 and len(shards[1]) == 6 and not set(shards[0]) & set(shards[1])
+    assert set(read_results(out / "results.jsonl")) == {c.key for c in cells_of(load_experiment(exp))}
+    assert "### transforms: snr_db" in (out / "tables.md").read_text()
+    # a single-process re-run finds every cell done
+    assert run_experiment(load_experiment(exp), out, progress=False)["computed"] == 0

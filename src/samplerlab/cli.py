@@ -100,12 +100,26 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _init_distributed() -> None:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPU."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
 def _cmd_run(args) -> int:
     from .experiments.runner import load_experiment, run_experiment
 
     config = load_experiment(args.experiment)
     out = args.out or str(Path("runs") / config.name)
+    _init_distributed()
     summary = run_experiment(config, out, progress=not args.no_progress)
+    if not summary["files"]:  # a non-zero rank of a sharded run
+        return 0
     print((Path(out) / "tables.md").read_text())
     print(f"{summary['computed']} cells computed, {summary['reused']} reused from {Path(out) / 'results.jsonl'}")
     for path in summary["files"]:

@@ -335,17 +335,28 @@ def run_cell(cell: Cell, problem: _Problem) -> dict:
 
 
 def read_results(path: Path) -> dict[str, dict]:
-    """Finished cells by key; a torn or malformed line (a crash mid-write) is skipped."""
+    """Finished cells by key, from ``path`` and any per-rank shard files beside it
+    (results.rank*.jsonl); a torn or malformed line (a crash mid-write) is skipped."""
     done = {}
-    if not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-            done[rec["key"]] = rec
-        except (ValueError, KeyError, TypeError):
+    for part in [path, *sorted(path.parent.glob(path.stem + ".rank*.jsonl"))]:
+        if not part.exists():
             continue
+        for line in part.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["key"]] = rec
+            except (ValueError, KeyError, TypeError):
+                continue
     return done
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) when launched under torch.distributed (torchrun), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _append(path: Path, record: dict) -> None:
@@ -367,15 +378,24 @@ def run_experiment(
     progress: bool = True,
     on_cell: Callable[[Cell, dict], None] | None = None,
 ) -> dict:
-    """Run every unfinished cell, then write tables and plots. Returns {'computed': n, 'skipped': n, ...}."""
+    """Run every unfinished cell, then write tables and plots. Returns {'computed': n, 'reused': n, ...}.
+
+    Under torch.distributed (e.g. ``torchrun --nproc_per_node 2 -m samplerlab.cli run FILE``), rank r takes
+    every world-th unfinished cell and appends to results.rank{r}.jsonl; after a barrier rank 0 writes
+    the tables. Other ranks return without files.
+    """
     config.validate()
+    rank, world = _distributed()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    if rank == 0:
+        atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
     results_path = out_dir / "results.jsonl"
     done = read_results(results_path)
     cells = cells_of(config)
-    todo = [c for c in cells if c.key not in done]
+    unfinished = [c for c in cells if c.key not in done]
+    todo = unfinished[rank::world]
+    own_path = results_path if world == 1 else out_dir / f"results.rank{rank}.jsonl"
     base = make_process(config.process, **config.process_params)
     problem = _Problem(config, base)
     bar = None
@@ -387,7 +407,7 @@ def run_experiment(
     for cell in todo:
         outcome = run_cell(cell, problem)
         record = {"key": cell.key, **dataclasses.asdict(cell), **outcome}
-        _append(results_path, record)
+        _append(own_path, record)
         done[cell.key] = record
         computed += 1
         if bar:
@@ -397,7 +417,14 @@ def run_experiment(
             on_cell(cell, record)
     if bar:
         bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            return {"computed": computed, "reused": len(cells) - len(unfinished), "cells": len(cells), "files": []}
+        done = read_results(results_path)
     from .tables import write_tables
 
     files = write_tables(config, cells, done, problem.baselines(), out_dir)
-    return {"computed": computed, "reused": len(cells) - computed, "cells": len(cells), "files": files}
+    return {"computed": computed, "reused": len(cells) - len(unfinished), "cells": len(cells), "files": files}
