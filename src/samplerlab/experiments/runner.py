@@ -394,6 +394,10 @@ def run_experiment(
     done = read_results(results_path)
     cells = cells_of(config)
     unfinished = [c for c in cells if c.key not in done]
+    if world > 1:  # every rank must split the same list: read before anyone writes
+        import torch.distributed as dist
+
+        dist.barrier()
     todo = unfinished[rank::world]
     own_path = results_path if world == 1 else out_dir / f"results.rank{rank}.jsonl"
     base = make_process(config.process, **config.process_params)
