@@ -154,3 +154,38 @@ def test_cells_shard_over_two_gloo_processes(tmp_path):
     assert "### transforms: snr_db" in (out / "tables.md").read_text()
     # a single-process re-run finds every cell done
     assert run_experiment(load_experiment(exp), out, progress=False)["computed"] == 0
+
+
+def test_a_process_killed_with_sigkill_resumes(tmp_path):
+    """The real thing: run the CLI in a subprocess, SIGKILL it once some cells are on disk, run it again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    slow = SMALL.replace("samples = 24", "samples = 200").replace("steps = [4, 6]", "steps = [20, 40, 60, 80]")
+    exp = _write(tmp_path, slow)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "samplerlab.cli", "run", str(exp), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "SAMPLERLAB_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and len(read_results(results)) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    before = read_results(results)
+    total = len(cells_of(load_experiment(exp)))
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert 2 <= len(before) < total
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{total - len(before)} cells computed, {len(before)} reused" in rerun.stdout
+    after = read_results(results)
+    assert set(after) == {c.key for c in cells_of(load_experiment(exp))}
+    for key, rec in before.items():  # finished cells were not recomputed
+        assert after[key] == rec
