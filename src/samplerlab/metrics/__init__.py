@@ -1,6 +1,10 @@
 """Metrics for samples: distances to exact references on analytic problems."""
 
 from .analytic import nll_gap, rms_distance, sliced_wasserstein2
+from .likelihood import Divergence, LikelihoodResult, bits_per_dim, ode_log_likelihood, uniform_dequantise
 from .reference import reference_ode_solution
 
-__all__ = ["rms_distance", "sliced_wasserstein2", "nll_gap", "reference_ode_solution"]
+__all__ = [
+    "rms_distance", "sliced_wasserstein2", "nll_gap", "reference_ode_solution",
+    "Divergence", "LikelihoodResult", "ode_log_likelihood", "bits_per_dim", "uniform_dequantise",
+]
