@@ -26,7 +26,7 @@ import torch
 
 from .base import SOLVERS, Solver, StepContext, StepOutput
 
-__all__ = ["phi", "ModelOutput", "DPMSolver", "DPMSolverPP", "SDEDPMSolverPP", "History"]
+__all__ = ["phi", "ModelOutput", "DPMSolver", "DPMSolverPP", "SDEDPMSolverPP", "History", "HistorySolver"]
 
 
 def phi(k: int, z: float) -> float:
@@ -85,6 +85,13 @@ class History:
         del self.lams[:-keep], self.values[:-keep]
 
 
+class HistorySolver(Solver):
+    """A multistep solver: its state is the History of past model outputs."""
+
+    def init_state(self, ctx: StepContext) -> History:
+        return History([], [])
+
+
 def backward_derivatives(lams: list, values: list, h: float, order: int) -> list:
     """Scaled derivatives [m, h m', h^2 m'', ...] at the newest point from backward divided differences.
 
@@ -124,7 +131,7 @@ def _effective_order(order: int, i: int, num_steps: int, available: int, lower_o
 
 @SOLVERS.register("dpm-solver")
 @dataclass
-class DPMSolver(Solver):
+class DPMSolver(HistorySolver):
     """DPM-Solver (Lu et al. 2022), noise prediction.
 
     Singlestep orders 1-3 (Alg. 1 with r1 = 1/2; Alg. 2 with r1 = 1/3, r2 = 2/3): k model calls per
@@ -153,9 +160,6 @@ class DPMSolver(Solver):
         if self.multistep:
             return num_steps
         return self.order * num_steps - ((self.order - 1) if final_zero else 0)
-
-    def init_state(self, ctx: StepContext) -> Any:
-        return History([], [])
 
     # -- singlestep stages -------------------------------------------------------------
     def _singlestep(self, ctx, x_hat, sigma, sigma_next, m0, x0):
@@ -229,7 +233,7 @@ class DPMSolverPP(DPMSolver):
 
 @SOLVERS.register("sde-dpm-solver++")
 @dataclass
-class SDEDPMSolverPP(Solver):
+class SDEDPMSolverPP(HistorySolver):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b, Appendix): data prediction on the reverse SDE.
 
     x_t = e^{-2h} x_s + (1 - e^{-2h}) D_hat + sigma_t sqrt(1 - e^{-2h}) z, with
@@ -247,9 +251,6 @@ class SDEDPMSolverPP(Solver):
     def __post_init__(self):
         if self.order not in (1, 2):
             raise ValueError(f"sde-dpm-solver++ order must be 1 or 2, got {self.order}")
-
-    def init_state(self, ctx):
-        return History([], [])
 
     def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
         sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .base import SOLVERS, Solver, StepContext, StepOutput
-from .exponential import History
+from .exponential import History, HistorySolver
 
 __all__ = ["DEISMultistep", "DEISTimeAB", "DEISRhoAB", "LMS", "IPNDM", "lagrange_weights"]
 
@@ -51,16 +51,16 @@ def lagrange_weights(points: list[float], a: float, b: float, node_map=None) -> 
     return out
 
 
-class DEISMultistep(Solver):
+class DEISMultistep(HistorySolver):
     """Shared body of tAB and rhoAB: history of eps at past variable values."""
 
     order: int
     lower_order_final: bool
     calls_per_step = 1
 
-    def _check(self, max_order: int = 4) -> None:
-        if self.order not in range(1, max_order + 1):
-            raise ValueError(f"{self.name} order must be 1 to {max_order}, got {self.order}")
+    def __post_init__(self) -> None:
+        if self.order not in range(1, 5):
+            raise ValueError(f"{self.name} order must be 1 to 4, got {self.order}")
 
     def variable(self, ctx: StepContext, sigma: float) -> float:
         raise NotImplementedError
@@ -68,9 +68,6 @@ class DEISMultistep(Solver):
     def node_map(self, ctx: StepContext):
         """Maps sigma to the interpolation variable (None: the variable is sigma itself)."""
         return None
-
-    def init_state(self, ctx):
-        return History([], [])
 
     def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
         sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
@@ -100,9 +97,6 @@ class DEISTimeAB(DEISMultistep):
     lower_order_final: bool = True
     name = "deis-tab"
 
-    def __post_init__(self):
-        self._check()
-
     def variable(self, ctx, sigma):
         return ctx.t(sigma)
 
@@ -120,9 +114,6 @@ class DEISRhoAB(DEISMultistep):
     order: int = 3
     lower_order_final: bool = True
     name = "deis-rhoab"
-
-    def __post_init__(self):
-        self._check()
 
     def variable(self, ctx, sigma):
         return sigma
@@ -145,7 +136,7 @@ _AB = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 2
 
 @SOLVERS.register("ipndm")
 @dataclass
-class IPNDM(Solver):
+class IPNDM(HistorySolver):
     """Improved PNDM (Zhang & Chen 2023, Sec. 4 / App.): fixed-coefficient Adams-Bashforth up to
     fourth order on eps in rho = sigma, warm-started with lower orders instead of PNDM's
     Runge-Kutta start. The coefficients assume equal steps; on a smooth non-uniform grid and with
@@ -160,9 +151,6 @@ class IPNDM(Solver):
     def __post_init__(self):
         if self.max_order not in _AB:
             raise ValueError(f"ipndm max_order must be 1 to 4, got {self.max_order}")
-
-    def init_state(self, ctx):
-        return History([], [])
 
     def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
         sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
