@@ -225,21 +225,35 @@ class ClassifierFreeGuidance:
     """D_w = D(x, sigma; uncond) + w (D(x, sigma; cond) - D(x, sigma; uncond)) (Ho & Salimans 2022, eq. 6).
 
     ``uncond`` are the keyword arguments that select the unconditional model
-    (e.g. ``{"class_labels": None}``); they override the caller's conditioning.
-    Two model calls per evaluation; ``scale = 1`` makes one call (the conditional model).
+    (e.g. ``{"class_labels": None}``); they override the caller's conditioning. ``interval``
+    (sigma_lo, sigma_hi) applies guidance only to noise levels inside it and the conditional model
+    elsewhere (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval"); per-sample
+    sigmas are handled sample by sample. Two model calls where guidance applies, one elsewhere.
     """
 
-    def __init__(self, denoiser: Denoiser, scale: float, uncond: dict | None = None):
+    def __init__(self, denoiser: Denoiser, scale: float, uncond: dict | None = None,
+                 interval: tuple[float, float] | None = None):
+        if interval is not None and not 0 <= interval[0] < interval[1]:
+            raise ValueError(f"guidance interval must be (sigma_lo, sigma_hi) with 0 <= lo < hi, got {interval}")
         self.denoiser = denoiser
         self.scale = scale
         self.uncond = uncond or {}
+        self.interval = interval
+
+    def weight(self, sigma: Tensor) -> Tensor:
+        """The guidance scale at each noise level (1: the plain conditional model)."""
+        if self.interval is None:
+            return torch.full_like(sigma, self.scale)
+        lo, hi = self.interval
+        return torch.where((sigma >= lo) & (sigma <= hi), torch.full_like(sigma, self.scale), torch.ones_like(sigma))
 
     def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
         d_cond = self.denoiser(x, sigma, **cond)
-        if self.scale == 1.0:
+        w = self.weight(as_batch_sigma(sigma, x))
+        if bool((w == 1.0).all()):
             return d_cond
         d_uncond = self.denoiser(x, sigma, **{**cond, **self.uncond})
-        return d_uncond + self.scale * (d_cond - d_uncond)
+        return d_uncond + w * (d_cond - d_uncond)
 
 
 class NFECounter:

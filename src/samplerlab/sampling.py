@@ -64,16 +64,20 @@ def sample(
     cond: dict | None = None,
     callback: Callable[[StepRecord], None] | None = None,
     progress: bool = False,
+    hooks: Sequence = (),
 ) -> SampleResult:
     """Integrate from ``x`` at level grid[0] down the grid with ``solver``.
 
     ``x`` is in the process's coordinates (x = s(t) x_hat); the result is at the
-    grid's last level. Stochastic solvers draw from ``noise``.
+    grid's last level. Stochastic solvers and noise-drawing hooks (e.g. ``Inpaint``) draw from ``noise``.
+    ``hooks`` act on the state at every level (``samplerlab.conditioning``).
     """
     process = process or EDM()
     sigmas = validate_grid(grid, process)
     if solver.stochastic and noise is None:
         raise ValueError(f"solver {solver.name!r} is stochastic: pass noise=SampleNoise(seeds)")
+    if noise is None and any(getattr(h, "needs_noise", False) for h in hooks):
+        raise ValueError(f"hook {type(next(h for h in hooks if h.needs_noise)).__name__} draws noise: pass noise=SampleNoise(seeds)")
     if noise is not None and len(noise) != x.shape[0]:
         raise ValueError(f"batch of {x.shape[0]} samples but {len(noise)} seeds")
     counter = NFECounter(denoiser)
@@ -86,9 +90,13 @@ def sample(
         steps = tqdm(steps, desc=solver.name, unit="step", leave=False)
     start = time.perf_counter()
     with torch.no_grad():
+        for hook in hooks:
+            x = hook.at_level(ctx, x, 0)
         for i in steps:
             out = solver.step(ctx, x, i, state)
             x, state = out.x, out.state
+            for hook in hooks:
+                x = hook.at_level(ctx, x, i + 1)
             if callback is not None:
                 callback(StepRecord(i, ctx.num_steps, ctx.sigma(i), ctx.sigma(i + 1), x, out.x0_hat, counter.calls))
     if x.is_cuda:
