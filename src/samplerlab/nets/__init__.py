@@ -1,0 +1,5 @@
+"""Networks F(x_in, c_noise, class_labels): they know nothing about schedules; EDMPrecond wraps them."""
+
+from .mlp import MLPDenoiserNet, fourier_features
+
+__all__ = ["MLPDenoiserNet", "fourier_features"]

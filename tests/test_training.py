@@ -1,0 +1,73 @@
+import json
+
+import pytest
+import torch
+
+from samplerlab.analytic import GaussianMixture
+from samplerlab.data import make_toy
+from samplerlab.grids import karras
+from samplerlab.metrics import sliced_wasserstein2
+from samplerlab.sampling import generate
+from samplerlab.solvers import make_solver
+from samplerlab.training import EDMLoss, TrainConfig, load_checkpoint, train
+
+
+def test_edm_loss_of_the_exact_denoiser_is_its_irreducible_minimum():
+    """For Gaussian data the exact D gives lambda E||D - x||^2 = lambda sigma^2 v / (v + sigma^2) per coordinate;
+    a wrong denoiser scores higher."""
+    v = 0.25
+    model = GaussianMixture.gaussian(torch.zeros(2, dtype=torch.float64), torch.full((2,), v, dtype=torch.float64))
+    x = model.sample(20000, torch.Generator().manual_seed(0))
+    loss = EDMLoss(-1.2, 1.2, 0.5)
+    exact = float(loss(model, x, torch.Generator().manual_seed(1)))
+    worse = float(loss(lambda z, s: 0.9 * model(z, s), x, torch.Generator().manual_seed(1)))
+    assert exact < worse
+    # sigma_data = sqrt(v): lambda sigma^2 v / (v + sigma^2) = 1 exactly, for every sigma
+    assert exact == pytest.approx(1.0, rel=0.03)
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    data = make_toy("moons", 512, seed=0).float()
+    labels = (data[:, 0] > 0).long()
+    cfg = TrainConfig(steps=30, batch_size=32, warmup=5, checkpoint_every=1000, hidden=32, depth=2)
+    straight, _ = train(data, cfg, tmp_path / "a", labels=labels)
+    train(data, cfg, tmp_path / "b", labels=labels, stop_after=12)  # interrupted after 12 steps
+    meta = json.loads((tmp_path / "b" / "checkpoint.json").read_text())
+    assert meta["step"] == 12
+    resumed, meta = train(data, cfg, tmp_path / "b", labels=labels)
+    assert meta["step"] == 30
+    for p, q in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(p, q)
+    loaded, meta = load_checkpoint(tmp_path / "b")
+    for p, q in zip(straight.net.state_dict().values(), loaded.net.state_dict().values()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(data, TrainConfig(steps=30, batch_size=16, hidden=32, depth=2), tmp_path / "b", labels=labels)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_a_short_training_run_learns_the_toy(tmp_path):
+    data = make_toy("ring", 4096, seed=0).float()
+    cfg = TrainConfig(steps=1500, batch_size=256, warmup=50, checkpoint_every=10_000, hidden=96, depth=3,
+                      sigma_data=0.75, ema_decay=0.99)
+    model, meta = train(data, cfg, tmp_path / "ring")
+    assert sum(meta["losses"][-100:]) / 100 < sum(meta["losses"][:100]) / 100
+    with torch.no_grad():
+        x = generate(model, (2,), karras(30, sigma_min=0.002, sigma_max=80.0), make_solver("heun"), range(2000)).x
+    real = make_toy("ring", 2000, seed=1).double()
+    floor = sliced_wasserstein2(make_toy("ring", 2000, seed=2).double(), real)
+    untrained = sliced_wasserstein2(torch.randn(2000, 2, dtype=torch.float64), real)
+    sw = sliced_wasserstein2(x.double(), real)
+    # measured: 0.077 against a floor of 0.050 and 0.405 for N(0, I)
+    assert sw < 0.25 * untrained and sw < 3 * floor, (sw, floor, untrained)
+
+
+def test_cli_train_resumes(tmp_path, capsys):
+    from samplerlab.cli import main
+
+    args = ["train", "--data", "moons", "--samples", "256", "--steps", "20", "--batch-size", "16", "--hidden", "16",
+            "--depth", "1", "--out", str(tmp_path / "m"), "--no-progress"]
+    assert main(args) == 0 and "trained to step 20" in capsys.readouterr().out
+    assert main(args) == 0 and "trained to step 20" in capsys.readouterr().out  # nothing left to do
+    assert main(["train", "--data", "cifar10", "--no-progress"]) == 2
