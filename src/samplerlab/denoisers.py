@@ -72,12 +72,8 @@ def _coefficients(process: Process, sigma: Tensor):
     return t, process.s(t), process.ds_dt(t), process.dsigma_dt(t)
 
 
-def x0_from_prediction(
-    pred: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction
-) -> Tensor:
-    """Invert a network output to x_0 (sigma already shaped like x)."""
-    _, s, ds, dsig = _coefficients(process, sigma)
-    alpha, sigma_t = s, s * sigma
+def _x0_from_output(pred: Tensor, x_t: Tensor, alpha, sigma_t, prediction: Prediction) -> Tensor:
+    """x_0 from an epsilon / v / score / x0 output, given x_t = alpha x_0 + sigma_t eps."""
     if prediction is Prediction.EPSILON:
         return (x_t - sigma_t * pred) / alpha
     if prediction is Prediction.V:
@@ -88,6 +84,17 @@ def x0_from_prediction(
         return (x_t + sigma_t**2 * pred) / alpha
     if prediction is Prediction.X0:
         return pred
+    raise ValueError(f"prediction {prediction.value!r} needs the process's time derivatives")
+
+
+def x0_from_prediction(
+    pred: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction
+) -> Tensor:
+    """Invert a network output to x_0 (sigma already shaped like x)."""
+    _, s, ds, dsig = _coefficients(process, sigma)
+    alpha, sigma_t = s, s * sigma
+    if prediction in (Prediction.EPSILON, Prediction.V, Prediction.SCORE, Prediction.X0):
+        return _x0_from_output(pred, x_t, alpha, sigma_t, prediction)
     if prediction is Prediction.FLOW:
         # eliminate eps from x_t and u = alpha' x_0 + sigma_t' eps:
         # sigma_t' x_t - sigma_t u = (sigma_t' alpha - sigma_t alpha') x_0 = s^2 sigma' x_0
@@ -156,6 +163,8 @@ class DiscreteDDPMAdapter:
             raise ValueError("alphas_cumprod must be a 1-D strictly decreasing sequence of length >= 2")
         self.net = net
         self.prediction = Prediction(prediction)
+        if self.prediction is Prediction.FLOW:
+            raise ValueError("discrete DDPM prediction must be epsilon, v, score or x0, got 'flow'")
         self.round_timesteps = round_timesteps
         self.sigmas = torch.sqrt((1 - abar) / abar)
         self.log_sigmas = torch.log(self.sigmas)
@@ -179,19 +188,10 @@ class DiscreteDDPMAdapter:
     def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
         sig = as_batch_sigma(sigma, x)
         k = self.timestep(sig.reshape(-1))
-        x_t = x / torch.sqrt(1 + sig**2)
+        s = 1 / torch.sqrt(1 + sig**2)  # the VP process in sigma form: alpha = s, sigma_t = s sigma
+        x_t = s * x
         out = self.net(x_t, k.to(x.dtype), **cond)
-        # the VP process in sigma form: s = 1 / sqrt(1 + sigma^2)
-        s = 1 / torch.sqrt(1 + sig**2)
-        alpha, sigma_t = s, s * sig
-        p = self.prediction
-        if p is Prediction.EPSILON:
-            return (x_t - sigma_t * out) / alpha
-        if p is Prediction.V:
-            return alpha * x_t - sigma_t * out
-        if p is Prediction.X0:
-            return out
-        raise ValueError(f"discrete DDPM prediction must be epsilon, v or x0, got {p.value!r}")
+        return _x0_from_output(out, x_t, s, s * sig, self.prediction)
 
 
 class EDMPrecond:

@@ -14,7 +14,7 @@ instead of per step, keeps cheap models cheap.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -84,6 +84,3 @@ def parse_seeds(text: str) -> list[int]:
         raise ValueError(f"no seeds in {text!r}")
     return seeds
 
-
-def seeds_or_count(seeds: Sequence[int] | int) -> list[int]:
-    return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
