@@ -31,7 +31,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # One entry per solver family (a spec is NAME or NAME:KEY=VALUE:...). annealed-langevin is left out of
 # the default: with its paper's 100 steps per level it cannot use budgets of 5-50 NFE.
 DEFAULT_SOLVERS = [
-    "euler", "heun", "ddim", "euler-ancestral", "euler-maruyama", "edm-stochastic",
+    "euler", "heun", "ddim", "euler-ancestral", "euler-maruyama", "edm-stochastic", "crash",
     "dpm-solver:order=2", "dpm-solver:order=3", "dpm-solver++", "dpm-solver++:order=3", "sde-dpm-solver++",
     "deis-tab:order=3", "deis-rhork:tableau=rk4", "lms", "ipndm", "unipc:order=2", "unipc:order=3",
     "pc:corrector=annealed-langevin", "dopri5", "ggf",

@@ -10,6 +10,7 @@ Where to find what:
   unipc.py        UniPC (UniP predictor, UniC corrector, bh1 / bh2)
   predictor_corrector.py  PC samplers (reverse diffusion, EM, ancestral; Langevin correctors), annealed Langevin
   gotta_go_fast.py        Gotta Go Fast adaptive SDE solver
+  crash.py        CRASH: exact steps of the reparameterised reverse SDE in x / m (eta = 0: DDIM)
 """
 
 from .base import SOLVERS, Solver, StepContext, StepOutput, make_solver, parse_solver_spec, solver_from_spec
@@ -19,6 +20,7 @@ from .multistep import IPNDM, LMS, DEISRhoAB, DEISTimeAB
 from .unipc import UniPC
 from .predictor_corrector import AnnealedLangevin, Corrector, Predictor, PredictorCorrector
 from .gotta_go_fast import GottaGoFast
+from .crash import CRASH
 from .runge_kutta import TABLEAUS, ButcherTableau, DEISRhoRK, DormandPrince
 from .ode import Euler, Heun
 from .sde import DDIM, EulerAncestral, EulerMaruyama, ancestral_split
@@ -55,4 +57,5 @@ __all__ = [
     "Corrector",
     "AnnealedLangevin",
     "GottaGoFast",
+    "CRASH",
 ]
