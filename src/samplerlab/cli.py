@@ -1,4 +1,4 @@
-"""Command line: ``samplerlab bench`` and ``samplerlab list``.
+"""Command line: ``samplerlab bench | run | train | sample | eval | likelihood | list | ...``.
 
 Strings become objects here, once, through the registries; a bad name gets an
 error listing the valid ones.
@@ -7,6 +7,7 @@ error listing the valid ones.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -173,17 +174,61 @@ def _cmd_likelihood(args) -> int:
     import torch
 
     from .metrics.likelihood import bits_per_dim, ode_log_likelihood
+
+    if args.checkpoint:
+        return _likelihood_checkpoint(args)
     from .problems import make_problem
 
     problem = make_problem(args.problem)
     x = problem.model.sample(args.samples, torch.Generator().manual_seed(args.seed))
-    result = ode_log_likelihood(problem.model, x, sigma_max=args.sigma_max, divergence=args.divergence,
+    result = ode_log_likelihood(problem.model, x, sigma_max=args.sigma_max, divergence=args.divergence or "exact",
                                 probes=args.probes, rtol=args.rtol, atol=args.rtol, seed=args.seed)
     exact = -problem.model.log_prob(x).mean().item()
-    print(f"{problem.name}: {args.samples} exact samples, divergence {args.divergence}, {result.nfe} NFE")
+    print(f"{problem.name}: {args.samples} exact samples, divergence {args.divergence or 'exact'}, {result.nfe} NFE")
     print(f"NLL  {result.nll:.4f} ± {result.nll_std_error:.4f} nats (standard error over samples); "
           f"closed form {exact:.4f}")
     print(f"     {bits_per_dim(result.nll, problem.dim, eight_bit=False):.4f} bits/dim (continuous data)")
+    return 0
+
+
+def _likelihood_checkpoint(args) -> int:
+    """Held-out images of the checkpoint's data (or --data), uniformly dequantised, in nats and bits/dim."""
+    import torch
+
+    from .data import load_dataset, split_dataset
+    from .metrics.likelihood import bits_per_dim, ode_log_likelihood, uniform_dequantise
+    from .training import load_checkpoint
+
+    model, meta = load_checkpoint(args.checkpoint)
+    model.net.double()  # the ODE and its divergence run in float64
+    info = meta.get("data") or {}
+    name = args.data or info.get("name")
+    if len(meta.get("shape", ())) != 3 or not name:
+        raise ValueError(f"{args.checkpoint}: likelihood --checkpoint needs an image model (or give --data)")
+    params = info.get("params", {}) if name == info.get("name") else ({"root": args.data_dir} if args.data_dir else {})
+    dataset = load_dataset(name, **params)
+    if name == info.get("name"):
+        _, dataset = split_dataset(dataset, info["held_out"], info["split_seed"])  # images the model never saw
+    if tuple(dataset.data.shape[1:]) != tuple(meta["shape"]):
+        raise ValueError(f"{name} images have shape {tuple(dataset.data.shape[1:])}, the model {tuple(meta['shape'])}")
+    values = dataset.integer_values()[: args.samples]
+    levels = int(round(2 / dataset.bin_width)) + 1
+    x = uniform_dequantise(values, torch.Generator().manual_seed(args.seed), levels=levels,
+                           bin_width=dataset.bin_width).float()
+    divergence = args.divergence or "hutchinson-rademacher"
+    start = time.perf_counter()
+    result = ode_log_likelihood(model, x, sigma_max=args.sigma_max, divergence=divergence, probes=args.probes,
+                                rtol=args.rtol, atol=args.rtol, seed=args.seed)
+    dim = x[0].numel()
+    bpd = bits_per_dim(result.nll, dim, bin_width=dataset.bin_width)
+    bpd_se = result.nll_std_error / (dim * math.log(2))
+    print(f"{args.checkpoint}: {len(x)} held-out {name} images, uniformly dequantised (bin {dataset.bin_width:.4g}), "
+          f"divergence {divergence} x {args.probes}, {result.nfe} NFE, {time.perf_counter() - start:.0f} s")
+    print(f"NLL  {result.nll:.2f} ± {result.nll_std_error:.2f} nats per image (continuous, standard error over images)")
+    print(f"     {bpd:.4f} ± {bpd_se:.4f} bits/dim (discrete upper bound: nll - dim log bin)")
+    if result.probe_std_error is not None:
+        print(f"     Hutchinson estimator's standard error per image (mean): {float(result.probe_std_error.mean()):.2f} nats"
+              if args.probes > 1 else "     (use --probes K > 1 to report the estimator's own standard error)")
     return 0
 
 
@@ -197,13 +242,16 @@ def _cmd_sample(args) -> int:
     from .schedules import VPLinear
     from .solvers import solver_from_spec
 
-    if not args.diffusers:
-        raise ValueError("give a model: --diffusers DIR (a local diffusers UNet2DModel or pipeline folder)")
+    if bool(args.diffusers) == bool(args.checkpoint):
+        raise ValueError("give one model: --checkpoint DIR (trained by samplerlab train) or --diffusers DIR "
+                         "(a local diffusers UNet2DModel or pipeline folder)")
+    seeds = parse_seeds(args.seeds)
+    if args.checkpoint:
+        return _sample_checkpoint(args, seeds)
     from .adapters.diffusers import load_diffusers, timestep_grid
 
     model = load_diffusers(args.diffusers)
     solver = solver_from_spec(args.solver)
-    seeds = parse_seeds(args.seeds)
     process = VPLinear()  # the state is in VP coordinates; every VP process has s = 1 / sqrt(1 + sigma^2)
     if args.grid.startswith("diffusers-"):
         grid = timestep_grid(model, args.steps, args.grid.removeprefix("diffusers-"))
@@ -220,20 +268,144 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _sample_checkpoint(args, seeds: list[int]) -> int:
+    import torch
+
+    from .experiments.image_eval import ImageEvalConfig, sample_images
+    from .imaging import save_image_grid
+    from .training import load_checkpoint
+
+    _init_distributed()
+    model, meta = load_checkpoint(args.checkpoint)
+    shape, num_classes = tuple(meta["shape"]), meta["num_classes"]
+    if len(shape) != 3:
+        raise ValueError(f"{args.checkpoint} is a model of {shape}-shaped points, not images; sample it from the API")
+    labels = None
+    if args.class_label is not None:
+        if not 0 <= args.class_label < num_classes:
+            raise ValueError(f"--class-label {args.class_label}: the model has classes 0-{num_classes - 1}"
+                             if num_classes else f"--class-label: {args.checkpoint} is not class-conditional")
+        labels = torch.full((len(seeds),), args.class_label)
+    if args.cfg != 1.0 and not num_classes:
+        raise ValueError(f"--cfg {args.cfg}: guidance needs a class-conditional model")
+    start = time.perf_counter()
+    x, nfe = sample_images(model, shape, args.solver, args.steps, seeds, num_classes=num_classes, labels=labels,
+                           guidance=args.cfg, config=ImageEvalConfig(), progress=not args.no_progress)
+    if _rank() != 0:
+        return 0
+    path = save_image_grid(x, args.out, scale=max(1, 32 // shape[-1]))
+    print(f"{len(seeds)} samples, {args.solver}, {args.steps} steps, {nfe} NFE, guidance {args.cfg:g}, "
+          f"{time.perf_counter() - start:.1f} s; wrote {path}")
+    return 0
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _load_training_data(name: str, data_dir: str | None, samples: int, seed: int):
+    """(train Dataset, info for the checkpoint) of a toy or an image data set (its training split)."""
+    from .data import DATASETS, TOYS, Dataset, load_dataset, make_toy, split_dataset
+
+    if name in TOYS:
+        return Dataset(make_toy(name, samples, seed=seed), None, name=name), {"name": name, "samples": samples}
+    if name not in DATASETS:
+        raise ValueError(f"unknown data {name!r}; valid: {', '.join(TOYS.names() + DATASETS.names())}")
+    params = {} if name == "digits" else {"root": data_dir}
+    if name != "digits" and not data_dir:
+        raise ValueError(f"--data {name} reads local files: give --data-dir")
+    info = {"name": name, "params": params, "held_out": 0.2, "split_seed": 0}
+    train_set, _ = split_dataset(load_dataset(name, **params), info["held_out"], info["split_seed"])
+    return train_set, info
+
+
 def _cmd_train(args) -> int:
-    from .data import TOYS, make_toy
+    import torch
+
     from .training import TrainConfig, train
 
-    if args.data not in TOYS:
-        raise ValueError(f"samplerlab train handles the 2-D toys for now ({', '.join(TOYS.names())}); got {args.data!r}")
-    data = make_toy(args.data, args.samples, seed=args.seed)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         sigma_data=float(data.std()), hidden=args.hidden, depth=args.depth)
+    _init_distributed()
+    data, info = _load_training_data(args.data, args.data_dir, args.samples, args.seed)
+    images = data.data.ndim == 4
+    defaults = dict(steps=4000, batch_size=128, lr=2e-3, ema_decay=0.999, warmup=200) if images else \
+        dict(steps=3000, batch_size=256, lr=2e-3)
+    given = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr).items() if v is not None}
+    config = TrainConfig(**{**defaults, **given}, seed=args.seed, sigma_data=round(float(data.data.std()), 4),
+                         hidden=args.hidden, depth=args.depth, channels=args.channels,
+                         channel_mult=tuple(args.channel_mult), num_blocks=args.num_blocks,
+                         attention_resolutions=tuple(args.attention), dropout=args.dropout,
+                         checkpoint_every=args.checkpoint_every)
     out = Path(args.out or f"runs/train-{args.data}")
-    _, meta = train(data, config, out, progress=not args.no_progress)
-    tail = meta["losses"][-100:]
-    print(f"trained to step {meta['step']}: loss {sum(tail) / len(tail):.4f} (mean of the last {len(tail)}); "
-          f"checkpoint in {out} (safetensors + JSON; re-running resumes)")
+    on_checkpoint = None
+    if images and args.sample_every_checkpoint:
+        def on_checkpoint(step, model):  # a fixed 10 x 10 grid (class = column) with Heun at 35 NFE
+            from .experiments.image_eval import sample_images
+            from .imaging import save_image_grid
+
+            n = 10 * max(1, min(10, data.num_classes or 10))
+            x, _ = sample_images(model, tuple(data.data.shape[1:]), "heun", 18, list(range(n)),
+                                 num_classes=data.num_classes)
+            save_image_grid(x, out / "samples" / f"step-{step:07d}.png", nrow=10, scale=max(1, 32 // x.shape[-1]))
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and torch.distributed.is_initialized():
+        import os
+
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    _, meta = train(data.data, config, out, labels=data.labels, progress=not args.no_progress,
+                    on_checkpoint=on_checkpoint, device=device, data_info=info)
+    if _rank() == 0:
+        tail = meta["losses"][-100:]
+        print(f"trained to step {meta['step']}: loss {sum(tail) / len(tail):.4f} (mean of the last {len(tail)}); "
+              f"checkpoint in {out} (safetensors + JSON; re-running resumes), log in {out / 'log.jsonl'}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .data import load_dataset, split_dataset
+    from .experiments.image_eval import ImageEvalConfig, evaluate_image_model, format_image_eval
+    from .io import atomic_write_text
+    from .metrics.features import ClassifierFeatures, TorchScriptFeatures, load_or_train_classifier, reference_statistics
+    from .training import load_checkpoint
+
+    _init_distributed()
+    model, meta = load_checkpoint(args.checkpoint)
+    info = meta.get("data") or {}
+    if len(meta.get("shape", ())) != 3 or "held_out" not in info:
+        raise ValueError(f"{args.checkpoint}: eval needs an image model trained by `samplerlab train` on an image data set")
+    train_set, held_out = split_dataset(load_dataset(info["name"], **info["params"]), info["held_out"], info["split_seed"])
+    if args.features:
+        extractor, tag = TorchScriptFeatures(args.features), "ts-" + Path(args.features).stem
+    else:
+        if train_set.labels is None:
+            raise ValueError(f"{info['name']} has no labels to train the feature classifier; give --features F.pt")
+        extractor = ClassifierFeatures(load_or_train_classifier(train_set.data, train_set.labels, cache=args.cache,
+                                                                progress=not args.no_progress))
+        tag = "classifier"
+    ref = reference_statistics(extractor, train_set.data, held_out.data, tag=tag, cache=args.cache,
+                               held_out_labels=held_out.labels)
+    config = ImageEvalConfig(solvers=_csv_list(args.solvers) if args.solvers else ImageEvalConfig().solvers,
+                             nfes=args.nfe or [5, 10, 20, 35], guidance=args.cfg or [1.0],
+                             samples=args.samples or len(held_out), seed=args.seed)
+    rows = evaluate_image_model(model, meta, ref, extractor, config, progress=not args.no_progress)
+    if _rank() != 0:
+        return 0
+    table = format_image_eval(rows, ref)
+    print(table)
+    if args.out:
+        import dataclasses
+        import json
+
+        out = Path(args.out)
+        atomic_write_text(out / "table.md", table + "\n")
+        atomic_write_text(out / "results.json", json.dumps({
+            "checkpoint": str(args.checkpoint), "floor": ref.floor, "n_reference": ref.n_reference,
+            "n_held_out": ref.n_held_out, "config": dataclasses.asdict(config),
+            "rows": [dataclasses.asdict(r) for r in rows]}, indent=2) + "\n")
+        print(f"wrote {out / 'table.md'} and {out / 'results.json'}")
     return 0
 
 
@@ -313,7 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
     like = sub.add_parser("likelihood", help="negative log-likelihood through the probability-flow ODE")
     like.add_argument("--problem", default="ring", help="analytic problem (default: ring)")
     like.add_argument("--samples", type=int, default=256)
-    like.add_argument("--divergence", default="exact", choices=["exact", "hutchinson-rademacher", "hutchinson-gaussian"])
+    like.add_argument("--checkpoint", help="image model from samplerlab train: NLL of held-out images in bits/dim")
+    like.add_argument("--data", help="data set for --checkpoint (default: the checkpoint's own, held-out split)")
+    like.add_argument("--data-dir", help="folder of a local data set given by --data")
+    like.add_argument("--divergence", choices=["exact", "hutchinson-rademacher", "hutchinson-gaussian"],
+                      help="default: exact for analytic problems, hutchinson-rademacher for checkpoints")
     like.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
     like.add_argument("--sigma-max", type=float, default=80.0)
     like.add_argument("--rtol", type=float, default=1e-5)
@@ -327,23 +503,56 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--grid", default="karras",
                       help="karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / "
                            "diffusers-linspace / diffusers-trailing for diffusers' own timesteps")
+    samp.add_argument("--checkpoint", help="checkpoint folder written by samplerlab train")
+    samp.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
+    samp.add_argument("--class-label", type=int, help="one class for every sample (default: seed %% classes)")
     samp.add_argument("--seeds", default="0-15", help="e.g. 0-63 or 1,5,9")
     samp.add_argument("--out", default="samples.png")
     samp.add_argument("--no-progress", action="store_true")
     samp.set_defaults(func=_cmd_sample)
 
-    tr = sub.add_parser("train", help="train an EDM model (MLP) on a 2-D toy; resumable")
-    tr.add_argument("--data", default="moons", help="ring, moons, swissroll or checkerboard (default: moons)")
-    tr.add_argument("--samples", type=int, default=20000)
-    tr.add_argument("--steps", type=int, default=3000)
-    tr.add_argument("--batch-size", type=int, default=256)
-    tr.add_argument("--lr", type=float, default=2e-3)
-    tr.add_argument("--hidden", type=int, default=128)
-    tr.add_argument("--depth", type=int, default=3)
+    tr = sub.add_parser("train", help="train an EDM model (U-Net on images, MLP on 2-D toys); resumable",
+                        description="Defaults on digits (U-Net 32 channels, 4000 steps of 128) take about 10 minutes "
+                                    "on 2 cores. Launch with torchrun for DistributedDataParallel.")
+    tr.add_argument("--data", default="digits",
+                    help="digits (bundled), cifar10, fashion-mnist, image-folder (with --data-dir), or a 2-D toy: "
+                         "ring, moons, swissroll, checkerboard (default: digits)")
+    tr.add_argument("--data-dir", help="folder of a local data set")
+    tr.add_argument("--samples", type=int, default=20000, help="points drawn for a 2-D toy")
+    tr.add_argument("--steps", type=int, help="optimiser steps (default: 4000 images, 3000 toys)")
+    tr.add_argument("--batch-size", type=int, help="global batch (default: 128 images, 256 toys)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3)")
+    tr.add_argument("--channels", type=int, default=32, help="U-Net base width (default: 32)")
+    tr.add_argument("--channel-mult", type=_int_list, default=[1, 2, 2], help="U-Net widths per level (default: 1,2,2)")
+    tr.add_argument("--num-blocks", type=int, default=1, help="U-Net residual blocks per level (default: 1)")
+    tr.add_argument("--attention", type=_int_list, default=[4], help="resolutions with self-attention (default: 4)")
+    tr.add_argument("--dropout", type=float, default=0.1)
+    tr.add_argument("--hidden", type=int, default=128, help="MLP width (2-D toys)")
+    tr.add_argument("--depth", type=int, default=3, help="MLP blocks (2-D toys)")
+    tr.add_argument("--checkpoint-every", type=int, default=500)
+    tr.add_argument("--no-sample-grids", dest="sample_every_checkpoint", action="store_false",
+                    help="do not write a sample grid PNG at each checkpoint")
+    tr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", help="checkpoint folder (default: runs/train-DATA)")
     tr.add_argument("--no-progress", action="store_true")
-    tr.set_defaults(func=_cmd_train)
+    tr.set_defaults(func=_cmd_train, foreground=True)
+
+    ev = sub.add_parser("eval", help="Fréchet distance, precision / recall and class accuracy per solver x NFE")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint folder written by samplerlab train")
+    ev.add_argument("--solvers", help=f"comma-separated solver specs (default: euler,heun,dpm-solver++,unipc:order=3,"
+                                      f"ipndm,deis-tab:order=3)")
+    ev.add_argument("--nfe", type=_int_list, help="NFE budgets (default: 5,10,20,35)")
+    ev.add_argument("--cfg", type=_float_list, help="guidance scales (default: 1)")
+    ev.add_argument("--samples", type=int, help="samples per cell (default: as many as held-out images)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--features", help="TorchScript feature extractor (images in [-1, 1] -> (B, d)); default: "
+                                       "a classifier samplerlab trains on the data's training split")
+    ev.add_argument("--cache", help="cache folder for the classifier and reference statistics "
+                                    "(default: $SAMPLERLAB_CACHE or ~/.cache/samplerlab)")
+    ev.add_argument("--out", help="folder for table.md and results.json")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
 
     lister = sub.add_parser("list", help="list solvers, grids, processes and problems")
     lister.set_defaults(func=_cmd_list)
@@ -356,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import configure_threads
 
     try:
-        configure_threads(args.threads)
+        from .runtime import foreground_threads
+
+        configure_threads(args.threads, fallback=foreground_threads() if getattr(args, "foreground", False) else 1)
         return args.func(args)
     except (UnknownNameError, ValueError) as err:
         print(f"samplerlab: error: {err}", file=sys.stderr)

@@ -13,12 +13,16 @@ from .io import atomic_path
 __all__ = ["save_image_grid"]
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, padding: int = 1) -> Path:
-    """(B, C, H, W) images with values in [-1, 1] (clipped) tiled into a PNG; C is 1 or 3."""
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, padding: int = 1,
+                    scale: int = 1) -> Path:
+    """(B, C, H, W) images with values in [-1, 1] (clipped) tiled into a PNG; C is 1 or 3.
+    ``scale`` enlarges each pixel to scale x scale (small images such as 8 x 8 digits)."""
     from PIL import Image
 
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must have shape (B, 1 or 3, H, W), got {tuple(images.shape)}")
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
     b, c, h, w = images.shape
     nrow = nrow or math.ceil(math.sqrt(b))
     ncol = math.ceil(b / nrow)

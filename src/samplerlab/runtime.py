@@ -1,6 +1,8 @@
 """Thread settings. Two busy cores are easily oversubscribed: torch with 2 threads while
 anything else runs was seen 10x slower than with 1, so the CLI sets a thread count on
-purpose (``--threads``, or the SAMPLERLAB_THREADS environment variable; default 1)."""
+purpose (``--threads``, or the SAMPLERLAB_THREADS environment variable; default 1).
+Training is a foreground job that owns the machine, so ``samplerlab train`` defaults to the cores
+this process may use, shared among the torchrun processes of one node (``foreground_threads``)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,17 @@ import os
 
 import torch
 
-__all__ = ["configure_threads", "default_threads"]
+__all__ = ["configure_threads", "default_threads", "foreground_threads"]
 
 
-def default_threads() -> int:
-    value = os.environ.get("SAMPLERLAB_THREADS", "1")
+def foreground_threads() -> int:
+    """Usable cores divided among this node's torchrun processes (LOCAL_WORLD_SIZE), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def default_threads(fallback: int = 1) -> int:
+    value = os.environ.get("SAMPLERLAB_THREADS", str(fallback))
     try:
         n = int(value)
     except ValueError:
@@ -22,8 +30,8 @@ def default_threads() -> int:
     return n
 
 
-def configure_threads(n: int | None = None) -> int:
-    n = default_threads() if n is None else n
+def configure_threads(n: int | None = None, fallback: int = 1) -> int:
+    n = default_threads(fallback) if n is None else n
     if n < 1:
         raise ValueError(f"thread count must be a positive integer, got {n}")
     torch.set_num_threads(n)

@@ -14,6 +14,7 @@ from .loaders import (
     load_digits,
     load_fashion_mnist,
     load_image_folder,
+    split_dataset,
 )
 from .toys import TOYS, make_toy
 
@@ -26,6 +27,7 @@ __all__ = [
     "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
+    "split_dataset",
     "TOYS",
     "make_toy",
 ]

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["DataError", "Dataset", "DATASETS", "load_dataset", "load_digits", "load_image_folder", "load_cifar10",
+__all__ = ["DataError", "Dataset", "DATASETS", "load_dataset", "split_dataset", "load_digits", "load_image_folder", "load_cifar10",
            "load_fashion_mnist"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -32,6 +32,14 @@ class Dataset:
     labels: Tensor | None  # (N,) int64 class indices
     class_names: list[str] | None = None
     name: str = ""
+    # images stored as x = v * bin_width - 1 for integers v (digits 1/8, 8-bit images 2/255); None: continuous
+    bin_width: float | None = None
+
+    def integer_values(self) -> Tensor:
+        """The stored integers v of quantised images (for dequantised likelihoods)."""
+        if self.bin_width is None:
+            raise ValueError(f"{self.name or 'this data set'} is not quantised")
+        return torch.round((self.data.double() + 1) / self.bin_width).to(torch.int64)
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -51,7 +59,7 @@ def load_digits() -> Dataset:
 
     d = sk_digits()
     images = torch.from_numpy(d.images.astype(np.float32) / 8.0 - 1.0).unsqueeze(1)
-    return Dataset(images, torch.from_numpy(d.target.astype(np.int64)), [str(i) for i in range(10)], "digits")
+    return Dataset(images, torch.from_numpy(d.target.astype(np.int64)), [str(i) for i in range(10)], "digits", 1 / 8)
 
 
 def load_image_folder(root: str | Path, size: int | None = None, channels: int = 3) -> Dataset:
@@ -93,7 +101,8 @@ def load_image_folder(root: str | Path, size: int | None = None, channels: int =
     data = _scale(np.stack(images))
     names = [name for name, _ in groups]
     has_labels = names != [""]
-    return Dataset(data, torch.tensor(labels) if has_labels else None, names if has_labels else None, root.name)
+    return Dataset(data, torch.tensor(labels) if has_labels else None, names if has_labels else None, root.name,
+                   2 / 255)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -148,7 +157,7 @@ def load_cifar10(root: str | Path, split: str = "train") -> Dataset:
             info = _ArrayUnpickler(f, encoding="bytes").load()
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in info.get(b"label_names", [])] or None
     data = np.concatenate([p[0] for p in parts])
-    return Dataset(_scale(data), torch.from_numpy(np.concatenate([p[1] for p in parts])), classes, "cifar10")
+    return Dataset(_scale(data), torch.from_numpy(np.concatenate([p[1] for p in parts])), classes, "cifar10", 2 / 255)
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -192,7 +201,7 @@ def load_fashion_mnist(root: str | Path, split: str = "train") -> Dataset:
     labels = _read_idx(find(f"{prefix}-labels-idx1-ubyte"), 2049)
     if len(images) != len(labels):
         raise DataError(f"{root}: {len(images)} images but {len(labels)} labels")
-    return Dataset(_scale(images[:, None]), torch.from_numpy(labels.astype(np.int64)), FASHION_CLASSES, "fashion-mnist")
+    return Dataset(_scale(images[:, None]), torch.from_numpy(labels.astype(np.int64)), FASHION_CLASSES, "fashion-mnist", 2 / 255)
 
 
 DATASETS: Registry[Callable[..., Dataset]] = Registry("data set")
@@ -205,3 +214,18 @@ DATASETS.register("fashion-mnist")(load_fashion_mnist)
 def load_dataset(name: str, **params) -> Dataset:
     """By name (configuration / CLI boundary): digits, image-folder, cifar10, fashion-mnist."""
     return DATASETS.get(name)(**params)
+
+
+def split_dataset(dataset: Dataset, held_out: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, held-out) by a seeded permutation; the same seed always gives the same split."""
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out must be a fraction in (0, 1), got {held_out}")
+    n = len(dataset)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = n - max(1, round(held_out * n))
+
+    def take(idx: Tensor, part: str) -> Dataset:
+        labels = None if dataset.labels is None else dataset.labels[idx]
+        return Dataset(dataset.data[idx], labels, dataset.class_names, f"{dataset.name}:{part}", dataset.bin_width)
+
+    return take(perm[:cut], "train"), take(perm[cut:], "held-out")

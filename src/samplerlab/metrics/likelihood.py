@@ -126,19 +126,27 @@ def ode_log_likelihood(
     return LikelihoodResult(per_probe.mean(0), err, nfe)
 
 
-def bits_per_dim(nll_nats: float, dim: int, *, eight_bit: bool = True) -> float:
-    """Bits per dimension. With ``eight_bit`` the data were 8-bit values v mapped to x = 2 (v + U) / 256 - 1
-    (uniform dequantisation, U ~ U[0, 1)), so -log p(v) = nll(x) - dim log(2 / 256) and
-    bpd = (nll + dim log 128) / (dim ln 2) (e.g. Ho et al. 2020; Song et al. 2021, App. D.2)."""
-    if eight_bit:
-        nll_nats = nll_nats + dim * math.log(128.0)
+def bits_per_dim(nll_nats: float, dim: int, *, eight_bit: bool = True, bin_width: float | None = None) -> float:
+    """Bits per dimension. Discrete data v dequantised to x = (v + U) bin_width + offset (U ~ U[0, 1))
+    satisfy -log P(v) <= nll(x) - dim log(bin_width) (Theis et al. 2016; Ho et al. 2020; Song et al. 2021,
+    App. D.2), so bpd = (nll - dim log bin_width) / (dim ln 2). ``eight_bit`` means bin_width = 2 / 256
+    (x = 2 (v + U) / 256 - 1); ``bin_width`` sets another (digits: 1 / 8); neither: continuous data."""
+    if bin_width is None and eight_bit:
+        bin_width = 2 / 256
+    if bin_width is not None:
+        if not bin_width > 0:
+            raise ValueError(f"bin_width must be positive, got {bin_width}")
+        nll_nats = nll_nats - dim * math.log(bin_width)
     return nll_nats / (dim * math.log(2.0))
 
 
-def uniform_dequantise(values: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """8-bit integers in [0, 255] -> continuous x = 2 (v + U) / 256 - 1 in [-1, 1)."""
+def uniform_dequantise(values: Tensor, generator: torch.Generator | None = None, *, levels: int = 256,
+                       bin_width: float | None = None, offset: float = -1.0) -> Tensor:
+    """Integers v in [0, levels) -> continuous x = (v + U) bin_width + offset, U ~ U[0, 1).
+    The default maps 8-bit values to x = 2 (v + U) / 256 - 1 in [-1, 1)."""
     v = values.to(torch.float64)
-    if bool((v < 0).any()) or bool((v > 255).any()):
-        raise ValueError("uniform_dequantise expects 8-bit values in [0, 255]")
+    if bool((v < 0).any()) or bool((v > levels - 1).any()) or bool((v != v.round()).any()):
+        raise ValueError(f"uniform_dequantise expects integers in [0, {levels - 1}]")
+    width = 2 / levels if bin_width is None else bin_width
     u = torch.rand(v.shape, generator=generator, dtype=torch.float64)
-    return 2 * (v + u) / 256 - 1
+    return (v + u) * width + offset

@@ -8,7 +8,13 @@ class-label dropout for classifier-free guidance.
 Checkpoints are a safetensors file (weights, EMA, optimizer moments, the data-order and noise RNG
 states) plus a JSON file (config, step, losses), each written atomically; they load without running
 code. ``train`` resumes from the newest checkpoint in its folder, and a resumed run reproduces an
-uninterrupted one exactly (tested).
+uninterrupted one exactly (tested). Progress goes to ``log.jsonl`` in the run folder.
+
+Launched with torchrun (a process group initialised), the network is wrapped in
+DistributedDataParallel and each rank trains on its slice of the same global batch: every rank draws
+the global batch indices, sigmas and noise from the same generators and keeps its part, so a run on
+W processes follows the single-process run with the same global batch (tested with two gloo ranks).
+Only rank 0 writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from torch import Tensor
 
 from ..denoisers import EDMPrecond
 from ..io import atomic_path, atomic_write_text
-from ..nets import MLPDenoiserNet
+from ..nets import MLPDenoiserNet, UNet, UNetConfig
 
-__all__ = ["TrainConfig", "EDMLoss", "train", "load_checkpoint", "build_net"]
+__all__ = ["TrainConfig", "EDMLoss", "train", "load_checkpoint", "build_net", "NETS"]
+
+NETS = ("auto", "mlp", "unet")  # auto: U-Net for images (C, H, W), MLP otherwise
 
 
 @dataclass
@@ -46,34 +54,76 @@ class TrainConfig:
     label_dropout: float = 0.1
     seed: int = 0
     checkpoint_every: int = 500
-    # network (MLP for low-dimensional data)
+    log_every: int = 100
+    amp: bool = True  # bfloat16 autocast where the device supports it (CUDA); CPU runs in float32
+    net: str = "auto"
+    # MLP (low-dimensional data)
     hidden: int = 128
     depth: int = 3
+    # U-Net (images); see nets.unet.UNetConfig
+    channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (4,)
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("steps, batch_size and lr must be positive")
+            raise ValueError(f"steps, batch_size and lr must be positive, got {self.steps}, {self.batch_size}, {self.lr}")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.label_dropout < 1:
-            raise ValueError("ema_decay and label_dropout must be in [0, 1)")
+            raise ValueError(f"ema_decay and label_dropout must be in [0, 1), got {self.ema_decay}, {self.label_dropout}")
+        if self.net not in NETS:
+            raise ValueError(f"unknown net {self.net!r}; valid: {', '.join(NETS)}")
+
+    def unet_config(self) -> UNetConfig:
+        return UNetConfig(channels=self.channels, channel_mult=self.channel_mult, num_blocks=self.num_blocks,
+                          attention_resolutions=self.attention_resolutions, dropout=self.dropout)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; valid: {sorted(names)}")
+        return cls(**d)
 
 
 class EDMLoss:
+    """lambda(sigma) ||D(x + sigma e; sigma) - x||^2 with ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, eq. 8 and Table 1)."""
+
     def __init__(self, p_mean: float, p_std: float, sigma_data: float):
         self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
 
-    def __call__(self, denoiser, x: Tensor, g: torch.Generator, **cond) -> Tensor:
-        n = torch.randn(x.shape[0], generator=g, dtype=x.dtype)
-        sigma = torch.exp(self.p_mean + self.p_std * n)
-        noise = torch.randn(x.shape, generator=g, dtype=x.dtype)
+    def draw(self, shape: tuple[int, ...], g: torch.Generator, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """(sigma, noise) for a batch of ``shape``, from the CPU generator ``g``."""
+        sigma = torch.exp(self.p_mean + self.p_std * torch.randn(shape[0], generator=g, dtype=dtype))
+        return sigma, torch.randn(shape, generator=g, dtype=dtype)
+
+    def weighted(self, denoiser, x: Tensor, sigma: Tensor, noise: Tensor, **cond) -> Tensor:
         s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
         weight = (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
         d = denoiser(x + s * noise, sigma, **cond)
-        return (weight * (d - x) ** 2).mean()
+        return (weight * (d.float() - x) ** 2).mean()
+
+    def __call__(self, denoiser, x: Tensor, g: torch.Generator, **cond) -> Tensor:
+        sigma, noise = self.draw(tuple(x.shape), g, x.dtype)
+        return self.weighted(denoiser, x, sigma, noise, **cond)
 
 
-def build_net(dim: int, num_classes: int, config: TrainConfig) -> MLPDenoiserNet:
-    torch.manual_seed(config.seed)  # initial weights depend on the seed only
-    return MLPDenoiserNet(dim, config.hidden, config.depth, num_classes=num_classes)
+def build_net(shape: tuple[int, ...] | int, num_classes: int, config: TrainConfig) -> torch.nn.Module:
+    """The network for examples of ``shape`` (an int: a flat vector); initial weights depend on the seed only."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    kind = config.net if config.net != "auto" else ("unet" if len(shape) == 3 else "mlp")
+    torch.manual_seed(config.seed)
+    if kind == "unet":
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise ValueError(f"the U-Net takes square images (C, H, W), got examples of shape {shape}")
+        return UNet(shape[0], shape[1], config.unet_config(), num_classes=num_classes)
+    return MLPDenoiserNet(math.prod(shape), config.hidden, config.depth, num_classes=num_classes)
 
 
 def _state_tensors(net, ema, opt, data_rng, noise_rng) -> dict[str, Tensor]:
@@ -84,6 +134,9 @@ def _state_tensors(net, ema, opt, data_rng, noise_rng) -> dict[str, Tensor]:
             out[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
     out["rng.data"] = data_rng.get_state()
     out["rng.noise"] = noise_rng.get_state()
+    out["rng.torch"] = torch.get_rng_state()  # dropout draws from the global generator
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["rng.cuda"] = torch.cuda.get_rng_state()
     return out
 
 
@@ -95,7 +148,11 @@ def _save(out_dir: Path, step: int, tensors: dict, meta: dict) -> None:
     atomic_write_text(out_dir / "checkpoint.json", json.dumps({**meta, "step": step}, indent=2) + "\n")
 
 
-def load_checkpoint(path: str | Path) -> tuple[EDMPrecond, dict]:
+def _example_shape(meta: dict) -> tuple[int, ...]:
+    return tuple(meta["shape"]) if "shape" in meta else (meta["dim"],)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict]:
     """The EMA model of a checkpoint folder as a denoiser, and its JSON metadata (no code is run)."""
     from safetensors.torch import load_file
 
@@ -106,11 +163,33 @@ def load_checkpoint(path: str | Path) -> tuple[EDMPrecond, dict]:
         tensors = load_file(str(folder / "checkpoint.safetensors"))
     except FileNotFoundError as err:
         raise ValueError(f"{folder}: no checkpoint ({err.filename} is missing)") from None
-    config = TrainConfig(**meta["config"])
-    net = build_net(meta["dim"], meta["num_classes"], config)
+    config = TrainConfig.from_dict(meta["config"])
+    net = build_net(_example_shape(meta), meta["num_classes"], config)
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    net.eval()
+    net.to(device).eval()
     return EDMPrecond(net, config.sigma_data), meta
+
+
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _JsonlLog:
+    """log.jsonl of a run, trimmed on resume to the checkpoint's step so that no line is repeated."""
+
+    def __init__(self, path: Path, step: int):
+        self.path = path
+        if path.exists():
+            keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+            atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def train(
@@ -122,30 +201,42 @@ def train(
     stop_after: int | None = None,
     progress: bool = False,
     log: Callable[[dict], None] | None = None,
+    on_checkpoint: Callable[[int, EDMPrecond], None] | None = None,
+    device: str | torch.device = "cpu",
+    data_info: dict | None = None,
 ) -> tuple[EDMPrecond, dict]:
-    """Train (or resume) an EDM model on ``data`` (N, d); returns the EMA denoiser and the metadata.
+    """Train (or resume) an EDM model on ``data`` (N, ...); returns the EMA denoiser and the metadata.
 
-    ``stop_after`` ends the run after that many steps in this call (an interruption, for tests)."""
+    ``stop_after`` ends the run after that many steps in this call (an interruption, for tests);
+    ``on_checkpoint(step, ema_denoiser)`` runs on rank 0 after each checkpoint (e.g. a sample grid);
+    ``data_info`` (e.g. the data set's name and split) is stored in the checkpoint's JSON for evaluation."""
     from safetensors.torch import load_file
 
     config.validate()
+    device = torch.device(device)
+    rank, world = _distributed()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = data.to(torch.float32)
-    dim = data[0].numel()
+    shape = tuple(data.shape[1:])
     num_classes = 0 if labels is None else int(labels.max()) + 1
-    net = build_net(dim, num_classes, config)
-    ema = build_net(dim, num_classes, config)
+    net = build_net(shape, num_classes, config).to(device)
+    ema = build_net(shape, num_classes, config).to(device)
     ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     data_rng = torch.Generator().manual_seed(config.seed + 1)
     noise_rng = torch.Generator().manual_seed(config.seed + 2)
+    torch.manual_seed(config.seed + 3 + 1000 * rank)  # dropout masks: their own stream per rank
     step, losses = 0, []
-    meta = {"config": dataclasses.asdict(config), "dim": dim, "num_classes": num_classes, "losses": losses}
+    meta = {"config": dataclasses.asdict(config), "shape": list(shape), "dim": math.prod(shape),
+            "num_classes": num_classes, "data": data_info or {}, "losses": losses}
     ckpt = out_dir / "checkpoint.safetensors"
     if ckpt.exists():
         prev = json.loads((out_dir / "checkpoint.json").read_text())
-        if prev["config"] != meta["config"] or prev["dim"] != dim:
+        if prev["config"] != json.loads(json.dumps(meta["config"])) or _example_shape(prev) != shape:
             raise ValueError(f"{out_dir} holds a checkpoint of another configuration; use a new folder")
         tensors = load_file(str(ckpt))
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
@@ -158,28 +249,46 @@ def train(
         opt.load_state_dict(state)
         data_rng.set_state(tensors["rng.data"])
         noise_rng.set_state(tensors["rng.noise"])
+        if "rng.torch" in tensors and rank == 0:
+            torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and device.type == "cuda" and rank == 0:
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
         step, losses = prev["step"], prev["losses"]
         meta["losses"] = losses
+    jsonl = _JsonlLog(out_dir / "log.jsonl", step) if rank == 0 else None
     loss_fn = EDMLoss(config.p_mean, config.p_std, config.sigma_data)
-    denoiser = EDMPrecond(net, config.sigma_data)
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    denoiser = EDMPrecond(model, config.sigma_data)
+    autocast = config.amp and device.type == "cuda"
+    per_rank = config.batch_size // world
+    mine = slice(rank * per_rank, (rank + 1) * per_rank)
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=step, desc="train", unit="step")
     done_here = 0
     start = time.perf_counter()
+    net.train()
     while step < config.steps and (stop_after is None or done_here < stop_after):
+        # every rank draws the whole global batch from the same generators and keeps its slice
         idx = torch.randint(len(data), (config.batch_size,), generator=data_rng)
         cond = {}
         if labels is not None:
             lab = labels[idx].clone()
             drop = torch.rand(config.batch_size, generator=data_rng) < config.label_dropout
             lab[drop] = num_classes
-            cond["class_labels"] = lab
+            cond["class_labels"] = lab[mine].to(device)
+        sigma, noise = loss_fn.draw((config.batch_size, *shape), noise_rng)
         for group in opt.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
-        loss = loss_fn(denoiser, data[idx], noise_rng, **cond)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_fn.weighted(denoiser, data[idx][mine].to(device), sigma[mine].to(device),
+                                    noise[mine].to(device), **cond)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
@@ -187,16 +296,31 @@ def train(
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), net.parameters()):
                 pe.lerp_(p, 1 - config.ema_decay)
+        if world > 1:  # the logged loss is the global batch's
+            import torch.distributed as dist
+
+            loss = loss.detach().clone()
+            dist.all_reduce(loss)
+            loss /= world
         step += 1
         done_here += 1
         losses.append(float(loss.detach()))
         if bar:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update(1)
-        if log and step % 100 == 0:
-            log({"step": step, "loss": sum(losses[-100:]) / len(losses[-100:]), "seconds": time.perf_counter() - start})
+        if step % config.log_every == 0 and rank == 0:
+            tail = losses[-config.log_every:]
+            record = {"step": step, "loss": sum(tail) / len(tail), "lr": opt.param_groups[0]["lr"],
+                      "seconds": round(time.perf_counter() - start, 3)}
+            jsonl.write(record)
+            if log:
+                log(record)
         if step % config.checkpoint_every == 0 or step == config.steps or (stop_after and done_here == stop_after):
-            _save(out_dir, step, _state_tensors(net, ema, opt, data_rng, noise_rng), meta)
+            if rank == 0:
+                _save(out_dir, step, _state_tensors(net, ema, opt, data_rng, noise_rng), meta)
+                if on_checkpoint:
+                    ema.eval()
+                    on_checkpoint(step, EDMPrecond(ema, config.sigma_data))
     if bar:
         bar.close()
     ema.eval()

@@ -1,0 +1,176 @@
+"""Image models: generate with any solver x NFE x guidance scale and score the samples.
+
+For each cell: Fréchet distance to the training split's feature statistics (the held-out real
+images give the floor), improved precision / recall against the reference features, and, for a
+class-conditional model with the samplerlab feature classifier, the share of samples the classifier
+assigns to the requested class. Samples use the EDM process and Karras et al.'s grid (rho = 7,
+sigma in [0.002, 80]); sample i uses seed ``seed + i`` and a class drawn uniformly from that seed
+(``random_labels``), so a cell's samples do not depend on batch size or on how seeds are sharded over
+torchrun processes. Random rather than balanced classes matter: in a classifier's feature space the
+class clusters dominate the covariance, and exactly balanced classes would score a lower Fréchet
+distance than any real sample of the same size (measured on digits: 0.09 balanced against a
+real-vs-real floor of 0.35 at n = 359).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..denoisers import ClassifierFreeGuidance
+from ..grids import make_grid
+from ..metrics.distribution import precision_recall
+from ..metrics.features import ReferenceStats, batched_features
+from ..sampling import generate
+from ..schedules import EDM
+from ..solvers import solver_from_spec
+
+__all__ = ["ImageEvalConfig", "ImageEvalRow", "sample_images", "evaluate_image_model", "format_image_eval",
+           "shard", "gather", "random_labels"]
+
+DEFAULT_EVAL_SOLVERS = ["euler", "heun", "dpm-solver++", "unipc:order=3", "ipndm", "deis-tab:order=3"]
+
+
+@dataclass
+class ImageEvalConfig:
+    solvers: list[str] = field(default_factory=lambda: list(DEFAULT_EVAL_SOLVERS))
+    nfes: list[int] = field(default_factory=lambda: [5, 10, 20, 35])
+    guidance: list[float] = field(default_factory=lambda: [1.0])
+    samples: int = 1000
+    seed: int = 0
+    batch: int = 500
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+
+@dataclass
+class ImageEvalRow:
+    solver: str
+    nfe_budget: int
+    steps: int | None
+    nfe: int | None
+    guidance: float
+    fd: float | None
+    precision: float | None
+    recall: float | None
+    class_accuracy: float | None
+    seconds: float
+
+
+def shard(seeds: list[int]) -> list[int]:
+    """This process's share of ``seeds`` under torchrun (all of them otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return seeds[dist.get_rank() :: dist.get_world_size()]
+    return seeds
+
+
+def gather(x: Tensor, seeds: list[int]) -> Tensor:
+    """Reassemble per-rank results of ``shard(seeds)`` into seed order (identity without torchrun)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return x
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, x.cpu())
+    out = torch.empty(len(seeds), *x.shape[1:], dtype=x.dtype)
+    for r, part in enumerate(parts):
+        out[r :: len(parts)] = part
+    return out
+
+
+def random_labels(seeds: list[int], num_classes: int) -> Tensor:
+    """One class per seed, uniform, a function of the seed alone."""
+    return torch.tensor([int(torch.randint(num_classes, (1,), generator=torch.Generator().manual_seed(s + 7919 * 10**6)))
+                         for s in seeds])
+
+
+def sample_images(model, shape, solver_spec: str, steps: int, seeds: list[int], *, num_classes: int = 0,
+                  labels: Tensor | None = None, guidance: float = 1.0, config: ImageEvalConfig | None = None,
+                  batch: int = 500, progress: bool = False) -> tuple[Tensor, int]:
+    """Images for ``seeds`` (sharded over torchrun processes and gathered) and the counted NFE."""
+    cfg = config or ImageEvalConfig()
+    solver = solver_from_spec(solver_spec)
+    process = EDM()
+    grid = make_grid("karras", steps, process, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho)
+    denoiser = model
+    if num_classes and guidance != 1.0:
+        denoiser = ClassifierFreeGuidance(model, guidance, {"class_labels": None})
+    if num_classes and labels is None:
+        labels = torch.tensor(seeds) % num_classes
+    mine = shard(list(range(len(seeds))))
+    out, nfe = [], 0
+    for k in range(0, len(mine), batch):
+        idx = mine[k : k + batch]
+        cond = {"class_labels": labels[idx]} if num_classes else {}
+        with torch.no_grad():
+            r = generate(denoiser, shape, grid, solver, [seeds[i] for i in idx], process=process, cond=cond,
+                         progress=progress)
+        out.append(r.x)
+        nfe = r.nfe
+    x = torch.cat(out) if out else torch.empty(0, *shape)
+    return gather(x, seeds), nfe
+
+
+def evaluate_image_model(model, meta: dict, ref: ReferenceStats, extractor, config: ImageEvalConfig,
+                         *, progress: bool = False, on_row=None) -> list[ImageEvalRow]:
+    shape = tuple(meta["shape"])
+    num_classes = meta.get("num_classes", 0)
+    seeds = list(range(config.seed, config.seed + config.samples))
+    labels = random_labels(seeds, num_classes) if num_classes else None
+    rows = []
+    cells = [(g, spec, budget) for g in config.guidance for spec in config.solvers for budget in config.nfes]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(cells, desc="eval", unit="cell")
+    for g, spec, budget in cells:
+        solver = solver_from_spec(spec)
+        steps = solver.steps_for_nfe(budget)
+        if steps is None:
+            row = ImageEvalRow(spec, budget, None, None, g, None, None, None, None, 0.0)
+        else:
+            start = time.perf_counter()
+            x, nfe = sample_images(model, shape, spec, steps, seeds, num_classes=num_classes, labels=labels,
+                                   guidance=g, config=config, batch=config.batch)
+            feats = batched_features(extractor, x.clamp(-1, 1))
+            precision, recall = precision_recall(ref.features, feats)
+            acc = None
+            if labels is not None and hasattr(extractor, "predict"):
+                acc = float((extractor.predict(x.clamp(-1, 1)) == labels).double().mean())
+            row = ImageEvalRow(spec, budget, steps, nfe, g, ref.frechet(feats), precision, recall, acc,
+                               time.perf_counter() - start)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    return rows
+
+
+def format_image_eval(rows: list[ImageEvalRow], ref: ReferenceStats) -> str:
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = [f"Fréchet distance to {ref.n_reference} training images; real-vs-real floor (held-out "
+             f"{ref.n_held_out}): {ref.floor:.3f}"
+             + (f"; classifier held-out accuracy {ref.held_out_accuracy:.3f}" if ref.held_out_accuracy is not None else ""),
+             "",
+             "| solver | NFE budget | steps | NFE | guidance | FD | FD / floor | precision | recall | class acc. | s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        ratio = None if r.fd is None else r.fd / ref.floor
+        lines.append(f"| {r.solver} | {r.nfe_budget} | {f(r.steps, 'd')} | {f(r.nfe, 'd')} | {r.guidance:g} | "
+                     f"{f(r.fd, '.3f')} | {f(ratio, '.2f')} | {f(r.precision, '.3f')} | {f(r.recall, '.3f')} | "
+                     f"{f(r.class_accuracy, '.3f')} | {r.seconds:.1f} |")
+    if any(r.guidance != 1.0 for r in rows):
+        lines += ["", "NFE counts guided denoiser calls; with guidance != 1 each is two network calls (cond and uncond)."]
+    return "\n".join(lines)
