@@ -214,6 +214,10 @@ def test_train_sample_eval_commands(tmp_path, capsys, monkeypatch):
     assert [r["steps"] for r in rows if r["solver"] == "heun" and r["nfe_budget"] == 3] == [2, 2]
     assert list(cache.glob("classifier-*.safetensors")) and list(cache.glob("reference-*.npz"))
 
+    assert main(["likelihood", "--checkpoint", str(run), "--samples", "3", "--rtol", "1e-3", "--probes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 held-out digits images" in out and "bits/dim" in out and "standard error per image" in out
+
     toy = tmp_path / "toy"
     assert main(["train", "--data", "moons", "--samples", "64", "--steps", "2", "--batch-size", "8", "--hidden", "8",
                  "--depth", "1", "--out", str(toy), "--no-progress"]) == 0

@@ -46,6 +46,24 @@ def test_bits_per_dim_and_dequantisation():
         uniform_dequantise(torch.tensor([256]))
 
 
+def test_dequantising_digits_with_their_own_bins():
+    """Digits are stored as v / 8 - 1 for v in 0..16: 17 levels, bins of 1/8. Uniform data on those bins
+    has density 1 / (17 / 8)^d, i.e. log2(17) bits/dim for the discrete values."""
+    from samplerlab.data import load_digits
+
+    digits = load_digits()
+    v = digits.integer_values()
+    assert int(v.min()) == 0 and int(v.max()) == 16 and torch.equal(v.double() / 8 - 1, digits.data.double())
+    x = uniform_dequantise(v, torch.Generator().manual_seed(0), levels=17, bin_width=1 / 8)
+    assert torch.all((x + 1) * 8 - v >= 0) and torch.all((x + 1) * 8 - v < 1)
+    d = 64
+    assert bits_per_dim(d * math.log(17 / 8), d, bin_width=1 / 8) == pytest.approx(math.log2(17))
+    with pytest.raises(ValueError, match="bin_width must be positive"):
+        bits_per_dim(1.0, d, bin_width=0.0)
+    with pytest.raises(ValueError, match="integers in \\[0, 16\\]"):
+        uniform_dequantise(torch.tensor([0.5]), levels=17, bin_width=1 / 8)
+
+
 def test_cli_likelihood(capsys):
     assert main(["likelihood", "--problem", "ring", "--samples", "16"]) == 0
     out = capsys.readouterr().out

@@ -181,7 +181,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        emb = self.embed(self.noise_embedding(c_noise.expand(x.shape[0])))
+        emb = self.embed(self.noise_embedding(c_noise.expand(x.shape[0])).to(self.embed[0].weight.dtype))
         if self.label_embedding is not None:
             if class_labels is None:
                 class_labels = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
