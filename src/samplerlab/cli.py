@@ -7,6 +7,7 @@ error listing the valid ones.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -409,6 +410,126 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_make_corpus(args) -> int:
+    from .speech.corpus import CorpusConfig, make_corpus
+
+    config = CorpusConfig(train=args.train, valid=args.valid, test=args.test, seed=args.seed,
+                          snr_min=args.snr_min, snr_max=args.snr_max,
+                          noise_types=tuple(_csv_list(args.noise)) if args.noise else CorpusConfig().noise_types)
+    start = time.perf_counter()
+    out = make_corpus(args.out, config, progress=not args.no_progress)
+    print(f"corpus in {out} ({config.train} train, {config.valid} valid, {config.test} test utterances; "
+          f"{time.perf_counter() - start:.0f} s); manifest.json lists voice, speed, pitch, noise and SNR per file")
+    return 0
+
+
+def _gaussian_prior(corpus: str | None, prior_file: str | None, mode: str):
+    from .speech.data import find_speech_pairs
+    from .speech.gaussian import GaussianSpeechPrior, fit_gaussian_prior
+
+    if prior_file:
+        return GaussianSpeechPrior.load(prior_file).with_mode(mode)
+    if not corpus:
+        raise ValueError("--model gaussian needs --corpus DIR (its train split) or --prior FILE")
+    cached = Path(corpus) / "gaussian_prior.npz"
+    if cached.exists():
+        return GaussianSpeechPrior.load(cached).with_mode(mode)
+    prior = fit_gaussian_prior(find_speech_pairs(corpus, "train"))
+    prior.save(cached)
+    return prior.with_mode(mode)
+
+
+def _cmd_fit_gaussian(args) -> int:
+    from .speech.data import find_speech_pairs
+    from .speech.gaussian import fit_gaussian_prior
+
+    prior = fit_gaussian_prior(find_speech_pairs(args.corpus, "train"), progress=not args.no_progress)
+    path = prior.save(args.out or Path(args.corpus) / "gaussian_prior.npz")
+    print(f"Gaussian prior from {prior.files} training files ({prior.frames} frames): mean Wiener gain "
+          f"{float(prior.gain.mean()):.3f}; wrote {path}")
+    return 0
+
+
+def _cmd_enhance(args) -> int:
+    from .io import atomic_write_text
+    from .solvers import solver_from_spec
+    from .speech.data import SpeechPair, load_pair
+    from .speech.enhance import enhance
+    from .speech.frontend import save_wav
+
+    if args.model != "gaussian":
+        raise ValueError(f"--model {args.model!r}: only 'gaussian' (the exact Gaussian-prior model) for now; "
+                         "trained score networks are not available yet")
+    model = _gaussian_prior(args.corpus, args.prior, args.prior_mode)
+    solver = solver_from_spec(args.solver)
+    if args.snr is not None:
+        if not hasattr(solver, "snr"):
+            raise ValueError(f"--snr: solver {args.solver!r} has no snr parameter (the pc solvers have)")
+        solver.snr = args.snr
+    src = Path(args.input)
+    files = sorted(src.glob("*.wav")) if src.is_dir() else [src]
+    if not files:
+        raise ValueError(f"{src}: no .wav files")
+    out = Path(args.out)
+    total_audio = total_time = 0.0
+    it = files
+    if not args.no_progress and len(files) > 1:
+        from tqdm.auto import tqdm
+
+        it = tqdm(files, desc="enhance", unit="file")
+    for f in it:
+        _, noisy = load_pair(SpeechPair(f.stem, None, f))
+        r = enhance(noisy, model, solver, steps=args.steps, seed=args.seed)
+        save_wav(out / f.name, r.wav)
+        total_audio += r.audio_seconds
+        total_time += r.seconds
+    print(f"enhanced {len(files)} file(s) into {out} with the {args.prior_mode} Gaussian prior, {solver.describe()}, "
+          f"{args.steps} steps ({r.nfe} NFE per file); real-time factor {total_time / total_audio:.3f} "
+          f"({total_time:.1f} s for {total_audio:.1f} s of audio)")
+    atomic_write_text(out / "enhance.json", json.dumps({"solver": args.solver, "steps": args.steps, "snr": args.snr,
+                                                        "prior": args.prior_mode, "seed": args.seed,
+                                                        "files": len(files), "rtf": total_time / total_audio}) + "\n")
+    return 0
+
+
+def _cmd_speech_eval(args) -> int:
+    import numpy as np
+
+    from .io import atomic_write_text
+    from .metrics.speech import SPEECH_METRICS, speech_metrics
+    from .speech.data import SpeechPair, load_pair
+
+    which = _csv_list(args.metrics) if args.metrics else list(SPEECH_METRICS)
+    clean_dir = Path(args.clean)
+    sets = {"noisy": args.noisy, "enhanced": args.enhanced}
+    rows = {}
+    for label, folder in sets.items():
+        if not folder:
+            continue
+        files = sorted(Path(folder).glob("*.wav"))
+        if not files:
+            raise ValueError(f"{folder}: no .wav files")
+        values = {m: [] for m in which}
+        for f in files:
+            clean, est = load_pair(SpeechPair(f.stem, clean_dir / f.name, f))
+            for m, v in speech_metrics(clean, est, which).items():
+                values[m].append(v)
+        rows[label] = {m: (float(np.mean(v)), float(np.std(v)), len(v)) for m, v in values.items()}
+    if not rows:
+        raise ValueError("give --enhanced DIR and / or --noisy DIR to compare with --clean DIR")
+    lines = ["| signal | " + " | ".join(which) + " |", "| --- |" + " --- |" * len(which)]
+    for label, r in rows.items():
+        lines.append(f"| {label} ({next(iter(r.values()))[2]} files) | "
+                     + " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in which) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps({k: {m: {"mean": v[0], "std": v[1], "n": v[2]} for m, v in r.items()}
+                                                      for k, r in rows.items()}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_list(args) -> int:
     from .grids import GRIDS
     from .problems import PROBLEMS
@@ -553,6 +674,47 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="folder for table.md and results.json")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    speech = sub.add_parser("speech", help="speech enhancement: corpus, Gaussian prior, metrics")
+    speech_sub = speech.add_subparsers(dest="speech_command", required=True)
+    mc = speech_sub.add_parser("make-corpus", help="synthetic noisy speech (espeak-ng voices + noise), resumable")
+    mc.add_argument("--out", default="data/speech-corpus")
+    mc.add_argument("--train", type=int, default=200)
+    mc.add_argument("--valid", type=int, default=20)
+    mc.add_argument("--test", type=int, default=30)
+    mc.add_argument("--seed", type=int, default=0)
+    mc.add_argument("--snr-min", type=float, default=0.0)
+    mc.add_argument("--snr-max", type=float, default=20.0)
+    mc.add_argument("--noise", help="comma-separated noise types (default: white,pink,brown,babble)")
+    mc.add_argument("--no-progress", action="store_true")
+    mc.set_defaults(func=_cmd_make_corpus)
+    fg = speech_sub.add_parser("fit-gaussian", help="fit the Gaussian-prior model on a corpus's train split")
+    fg.add_argument("--corpus", required=True, help="make-corpus folder or VoiceBank-DEMAND root")
+    fg.add_argument("--out", help="default: CORPUS/gaussian_prior.npz")
+    fg.add_argument("--no-progress", action="store_true")
+    fg.set_defaults(func=_cmd_fit_gaussian)
+    se = speech_sub.add_parser("eval", help="PESQ, STOI, ESTOI, SI-SDR against clean references: mean ± std")
+    se.add_argument("--clean", required=True, help="folder of clean references (matched by file name)")
+    se.add_argument("--enhanced", help="folder of enhanced files")
+    se.add_argument("--noisy", help="folder of noisy inputs (the baseline)")
+    se.add_argument("--metrics", help="comma-separated subset of pesq,stoi,estoi,si_sdr")
+    se.add_argument("--out", help="JSON file for the figures")
+    se.set_defaults(func=_cmd_speech_eval)
+
+    en = sub.add_parser("enhance", help="enhance noisy speech (a .wav or a folder) with any solver")
+    en.add_argument("input", help="noisy .wav file or folder")
+    en.add_argument("--model", default="gaussian", help="gaussian (the exact Gaussian-prior model)")
+    en.add_argument("--corpus", help="corpus whose train split fits the Gaussian prior (cached in it)")
+    en.add_argument("--prior", help="a Gaussian prior file from `samplerlab speech fit-gaussian`")
+    en.add_argument("--prior-mode", default="adaptive", choices=["adaptive", "stationary"])
+    en.add_argument("--solver", default="pc:predictor=reverse-diffusion:corrector=annealed-langevin:snr=0.5",
+                    help="solver spec (default: SGMSE+'s reverse diffusion + annealed Langevin, snr 0.5)")
+    en.add_argument("--steps", type=int, default=30)
+    en.add_argument("--snr", type=float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
+    en.add_argument("--seed", type=int, default=0)
+    en.add_argument("--out", default="enhanced")
+    en.add_argument("--no-progress", action="store_true")
+    en.set_defaults(func=_cmd_enhance)
 
     lister = sub.add_parser("list", help="list solvers, grids, processes and problems")
     lister.set_defaults(func=_cmd_list)

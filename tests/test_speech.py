@@ -1,0 +1,269 @@
+"""Speech enhancement: the synthetic corpus, paired loaders, the Gaussian-prior model against Monte Carlo,
+posterior sampling through the OUVE residual with any solver, speech metrics, and the commands."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from samplerlab.data import DataError
+from samplerlab.grids import uniform_time
+from samplerlab.metrics.speech import estoi, pesq_wb, si_sdr, speech_metrics, stoi
+from samplerlab.noise import SampleNoise
+from samplerlab.sampling import prior_sample, sample
+from samplerlab.schedules import OUVE
+from samplerlab.solvers import make_solver
+from samplerlab.speech.corpus import CorpusConfig, coloured_noise, make_corpus, mix_at_snr
+from samplerlab.speech.data import find_pairs, find_speech_pairs, find_voicebank_pairs, load_pair
+from samplerlab.speech.gaussian import GaussianSpeechPrior, fit_gaussian_prior
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng is not installed (.ci/run installs it: apt-get install espeak-ng)")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root, CorpusConfig(train=6, valid=1, test=3, seed=3))
+    return root
+
+
+# -- corpus -------------------------------------------------------------------------------------------
+
+@needs_espeak
+def test_corpus_layout_determinism_and_snr(corpus, tmp_path):
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert len(manifest["files"]) == 10
+    pairs = find_pairs(corpus, "train")
+    assert [p.name for p in pairs] == [f"train_{i:05d}" for i in range(6)]
+    for name, meta in manifest["files"].items():
+        clean, noisy = load_pair(next(p for p in find_pairs(corpus, meta["split"]) if p.name == name))
+        snr = 10 * math.log10(float(clean.double().pow(2).mean()) / float((noisy - clean).double().pow(2).mean()))
+        assert snr == pytest.approx(meta["snr_db"], abs=0.2)  # 16-bit rounding aside
+        assert 0 <= meta["snr_db"] <= 20 and meta["noise"] in ("white", "pink", "brown", "babble")
+        assert float(noisy.abs().max()) == pytest.approx(0.9, abs=1e-3)
+    # the same seed gives the same files; a partial corpus resumes
+    again = tmp_path / "again"
+    make_corpus(again, CorpusConfig(train=2, valid=0, test=0, seed=3))
+    for i in range(2):
+        name = f"train/noisy/train_{i:05d}.wav"
+        assert (again / name).read_bytes() == (corpus / name).read_bytes()
+    with pytest.raises(ValueError, match="other settings"):
+        make_corpus(again, CorpusConfig(train=2, valid=0, test=0, seed=4))
+
+
+def test_coloured_noise_spectral_slopes():
+    g = np.random.default_rng(0)
+    n = 2**16
+    f = np.fft.rfftfreq(n)[1:]
+    for kind, slope in (("white", 0.0), ("pink", -1.0), ("brown", -2.0)):
+        x = coloured_noise(n, kind, g)
+        assert x.std() == pytest.approx(1.0)
+        psd = np.abs(np.fft.rfft(x))[1:] ** 2
+        band = (f > 1e-3) & (f < 0.3)
+        fitted = np.polyfit(np.log(f[band]), np.log(psd[band]), 1)[0]
+        assert fitted == pytest.approx(slope, abs=0.1), kind
+
+
+def test_mix_at_snr_is_exact():
+    g = np.random.default_rng(1)
+    clean, noise = g.standard_normal(1000), 3 * g.standard_normal(1000)
+    for snr in (0.0, 7.5, 20.0):
+        scaled = mix_at_snr(clean, noise, snr)
+        assert 10 * np.log10(np.mean(clean**2) / np.mean(scaled**2)) == pytest.approx(snr)
+
+
+def test_bad_corpus_settings():
+    with pytest.raises(ValueError, match="unknown noise types \\['rain'\\]"):
+        CorpusConfig(noise_types=("white", "rain"))
+
+
+# -- loaders ------------------------------------------------------------------------------------------
+
+def _write(path, seconds=0.1, rate=16000, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    sf.write(str(path), x, rate)
+    return x
+
+
+def test_voicebank_layout_pairs_and_resamples(tmp_path):
+    for i in range(2):
+        _write(tmp_path / "clean_testset_wav" / f"p232_00{i}.wav", rate=48000, seed=i)
+        _write(tmp_path / "noisy_testset_wav" / f"p232_00{i}.wav", rate=48000, seed=10 + i)
+    pairs = find_speech_pairs(tmp_path, "test")
+    assert [p.name for p in pairs] == ["p232_000", "p232_001"] and pairs == find_voicebank_pairs(tmp_path, "test")
+    clean, noisy = load_pair(pairs[0])
+    assert clean.shape == noisy.shape == (1600,)  # 0.1 s at 48 kHz -> 16 kHz
+    with pytest.raises(DataError, match="no VoiceBank-DEMAND train folder"):
+        find_voicebank_pairs(tmp_path, "train")
+
+
+def test_unpaired_unreadable_and_mismatched_files_are_named(tmp_path):
+    _write(tmp_path / "train" / "clean" / "a.wav")
+    _write(tmp_path / "train" / "noisy" / "a.wav")
+    _write(tmp_path / "train" / "noisy" / "b.wav")
+    with pytest.raises(DataError, match="noisy/b.wav has no clean partner"):
+        find_pairs(tmp_path, "train")
+    (tmp_path / "train" / "noisy" / "b.wav").unlink()
+    (tmp_path / "train" / "clean" / "a.wav").write_bytes(b"not audio")
+    with pytest.raises(DataError, match="a.wav: not a readable audio file"):
+        load_pair(find_pairs(tmp_path, "train")[0])
+    _write(tmp_path / "train" / "clean" / "a.wav", seconds=0.2)
+    with pytest.raises(DataError, match="differ in length"):
+        load_pair(find_pairs(tmp_path, "train")[0])
+    with pytest.raises(DataError, match="no such folder"):
+        find_pairs(tmp_path, "test")
+    with pytest.raises(ValueError, match="unknown split 'dev'"):
+        find_pairs(tmp_path, "dev")
+
+
+# -- the Gaussian-prior model -----------------------------------------------------------------------------
+
+F, T = 5, 7
+VX = torch.tensor([0.5, 0.2, 0.05, 0.01, 0.004], dtype=torch.float64)
+VN = torch.tensor([0.02, 0.05, 0.05, 0.03, 0.01], dtype=torch.float64)
+
+
+def _draw(n, var, g):
+    """n spectrograms of CN(0, var(f)) coefficients in [Re, Im] channels: (n, 2, F, T)."""
+    return torch.randn(n, 2, F, T, generator=g, dtype=torch.float64) * (var / 2).sqrt().reshape(1, 1, F, 1)
+
+
+def test_stationary_posterior_mean_and_denoiser_against_monte_carlo():
+    prior = GaussianSpeechPrior(VX, VN, mode="stationary")
+    g = torch.Generator().manual_seed(0)
+    n = 40000
+    x, noise = _draw(n, VX, g), _draw(n, VN, g)
+    y = x + noise
+    # E[x | y] = W y: the least-squares slope of x on y, per bin
+    slope = (x * y).sum((0, 1, 3)) / (y * y).sum((0, 1, 3))
+    assert torch.allclose(slope, prior.gain, atol=0.01)
+    assert torch.allclose(prior.posterior_mean(y), prior.gain.reshape(F, 1) * y)
+    # D of the residual u_0 = x - y is the MMSE estimate at every sigma: its error is (P/2) s^2 / (P/2 + s^2)
+    u0 = x - y
+    half_p = (prior.posterior_var / 2).reshape(1, 1, F, 1)
+    for sigma in (0.01, 0.1, 1.0):
+        u_hat = u0 + sigma * torch.randn(u0.shape, generator=g, dtype=torch.float64)
+        err = (prior(u_hat, sigma, y=y) - u0).pow(2).mean((0, 1, 3))
+        want = (half_p * sigma**2 / (half_p + sigma**2)).reshape(F)
+        assert torch.allclose(err, want, rtol=0.05), (sigma, err, want)
+        worse = (0.9 * prior(u_hat, sigma, y=y) - u0).pow(2).mean((0, 1, 3))
+        assert bool((worse > err).all())
+
+
+def test_adaptive_prior_is_the_power_subtraction_estimate():
+    prior = GaussianSpeechPrior(VX, VN, mode="adaptive", smooth_frames=1, floor=1e-3)
+    y = torch.zeros(1, 2, F, T, dtype=torch.float64)
+    y[0, 0, :, 3] = 1.0  # one loud frame
+    vx, vn = prior.variances(y)
+    assert torch.allclose(vx[0, :, 3], 1.0 - VN)
+    assert torch.allclose(vx[0, :, 0], 1e-3 * VN)  # floor in silent frames
+    # three-frame smoothing spreads the loud frame's power to its neighbours
+    vx3, _ = GaussianSpeechPrior(VX, VN, smooth_frames=3).variances(y)
+    assert torch.allclose(vx3[0, :, 2], 1 / 3 - VN)
+    with pytest.raises(ValueError, match="unknown Gaussian prior 'wiener'"):
+        GaussianSpeechPrior(VX, VN, mode="wiener")
+
+
+@pytest.mark.parametrize("solver, params, steps", [("heun", {}, 200), ("pc", {"predictor": "reverse-diffusion",
+                                                                            "corrector": "none"}, 400)])
+def test_sampling_the_residual_recovers_the_gaussian_posterior(solver, params, steps):
+    """Started from the true OUVE marginal at T, any solver's samples of u with the exact D, mapped back by
+    x = u / s + y, have the posterior's mean W y and variance P / 2 per real component, plus sigma_end^2:
+    SGMSE+'s grid stops at t_eps, where the residual noise level is sigma(t_eps) ~ 0.02."""
+    prior = GaussianSpeechPrior(VX, VN, mode="stationary")
+    g = torch.Generator().manual_seed(1)
+    n = 3000
+    y = (_draw(1, VX, g) + _draw(1, VN, g)).expand(n, 2, F, T).contiguous()
+    process = OUVE()
+    grid = uniform_time(steps, process, final_zero=False)
+    sig_T = float(grid[0])
+    u0 = prior.posterior_mean(y) - y + (prior.posterior_var / 2).sqrt().reshape(1, 1, F, 1) * torch.randn(
+        y.shape, generator=g, dtype=torch.float64)
+    u_T = float(process.scale(sig_T)) * (u0 + sig_T * torch.randn(y.shape, generator=g, dtype=torch.float64))
+    u = sample(prior, u_T, grid, make_solver(solver, **params), process=process,
+               noise=SampleNoise(range(n), dtype=torch.float64), cond={"y": y}).x
+    x = u / float(process.scale(float(grid[-1]))) + y
+    want_mean = prior.posterior_mean(y)[0]
+    want_var = (prior.posterior_var / 2 + float(grid[-1]) ** 2).reshape(F, 1).expand(F, T)
+    se = (want_var / n).sqrt()
+    assert bool(((x.mean(0) - want_mean).abs() < 5 * se + 0.003).all())
+    assert torch.allclose(x.var(0).mean((0, 2)), want_var[:, 0], rtol=0.05)
+
+
+def test_prior_round_trip_and_errors(tmp_path):
+    prior = GaussianSpeechPrior(VX, VN, frames=10, files=2)
+    loaded = GaussianSpeechPrior.load(prior.save(tmp_path / "p.npz"))
+    assert torch.equal(loaded.clean_var, VX) and loaded.frames == 10 and loaded.spec == prior.spec
+    with pytest.raises(ValueError, match="no such Gaussian prior file"):
+        GaussianSpeechPrior.load(tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="positive"):
+        GaussianSpeechPrior(VX, -VN)
+
+
+@needs_espeak
+def test_fitted_prior_has_one_variance_per_bin(corpus):
+    prior = fit_gaussian_prior(find_pairs(corpus, "train"))
+    assert prior.clean_var.shape == prior.noise_var.shape == (256,) and prior.files == 6
+    assert bool((prior.gain > 0).all()) and bool((prior.gain < 1).all())
+
+
+# -- metrics ------------------------------------------------------------------------------------------
+
+def test_si_sdr_closed_form_and_invariance():
+    g = np.random.default_rng(0)
+    s = g.standard_normal(8000)
+    e = g.standard_normal(8000)
+    e -= np.dot(e, s) / np.dot(s, s) * s  # orthogonal to s
+    e *= 0.1 * np.linalg.norm(s) / np.linalg.norm(e)  # 20 dB below
+    assert si_sdr(s, s + e) == pytest.approx(20.0, abs=1e-9)
+    assert si_sdr(s, 3.7 * (s + e)) == pytest.approx(20.0, abs=1e-9)  # scale invariant
+    assert si_sdr(s, s) == math.inf
+    with pytest.raises(ValueError, match="differ in length"):
+        si_sdr(s, s[:10])
+
+
+@needs_espeak
+def test_pesq_and_stoi_rank_clean_above_noisy(corpus):
+    clean, _ = load_pair(find_pairs(corpus, "test")[0])
+    assert pesq_wb(clean, clean) > 4.5 and stoi(clean, clean) > 0.99 and estoi(clean, clean) > 0.99
+    white = coloured_noise(len(clean), "white", np.random.default_rng(0))
+    noisy = clean.numpy() + mix_at_snr(clean.numpy(), white, 0.0)  # 0 dB white noise
+    m = speech_metrics(clean, noisy)
+    assert m["pesq"] < 2.0 and m["stoi"] < 0.95 and m["si_sdr"] == pytest.approx(0.0, abs=0.5)
+    assert set(m) == {"pesq", "stoi", "estoi", "si_sdr"}
+    with pytest.raises(ValueError, match="unknown speech metrics \\['mos'\\]"):
+        speech_metrics(clean, noisy, ["mos"])
+
+
+# -- commands -----------------------------------------------------------------------------------------
+
+@needs_espeak
+def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
+    from samplerlab.cli import main
+
+    out = tmp_path / "enh"
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--steps", "5", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "real-time factor" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in (corpus / "test" / "noisy").glob("*.wav"))
+    assert (corpus / "gaussian_prior.npz").exists()  # fitted once, cached in the corpus
+    assert main(["speech", "eval", "--clean", str(corpus / "test" / "clean"), "--noisy", str(corpus / "test" / "noisy"),
+                 "--enhanced", str(out), "--out", str(tmp_path / "m.json")]) == 0
+    text = capsys.readouterr().out
+    assert "| noisy (3 files) |" in text and "| enhanced (3 files) |" in text
+    assert set(json.loads((tmp_path / "m.json").read_text())["enhanced"]) == {"pesq", "stoi", "estoi", "si_sdr"}
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--model", "ckpt", "--no-progress"]) == 2
+    assert "only 'gaussian'" in capsys.readouterr().err
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--no-progress"]) == 2
+    assert "needs --corpus" in capsys.readouterr().err
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--solver", "heun", "--snr", "0.3",
+                 "--no-progress"]) == 2
+    assert "has no snr parameter" in capsys.readouterr().err
