@@ -267,3 +267,39 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
     assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--solver", "heun", "--snr", "0.3",
                  "--no-progress"]) == 2
     assert "has no snr parameter" in capsys.readouterr().err
+
+
+# -- the study runner on speech -----------------------------------------------------------------------
+
+def test_example_speech_study_file_is_valid():
+    from samplerlab.experiments.runner import cells_of, load_experiment
+
+    from pathlib import Path
+
+    config = load_experiment(Path(__file__).parent.parent / "examples" / "sgmse_speech_study.toml")
+    assert config.speech and config.metrics == ["pesq", "estoi", "si_sdr"]
+    assert len({c.transform for c in cells_of(config)}) == 8 and {c.steps for c in cells_of(config)} == {10, 15, 30}
+
+
+@needs_espeak
+def test_runner_enhances_a_speech_corpus_and_resumes(corpus, tmp_path):
+    from samplerlab.experiments.runner import ExperimentConfig, StudyConfig, run_experiment
+
+    config = ExperimentConfig(name="mini", problem="speech", process="ouve", corpus=str(corpus), files=2,
+                              metrics=["si_sdr", "estoi"],
+                              studies=[StudyConfig("s", ["pc:corrector=annealed-langevin:snr=0.5"], ["base", "ve"],
+                                                   steps=[4])])
+    summary = run_experiment(config, tmp_path / "run", progress=False)
+    assert summary["computed"] == 2
+    lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    from samplerlab.solvers import solver_from_spec
+
+    want_nfe = solver_from_spec("pc:corrector=annealed-langevin:snr=0.5").nfe(4)
+    assert all(r["metrics"]["si_sdr"]["n"] == 2 and r["nfe"] == want_nfe for r in lines), lines
+    text = (tmp_path / "run" / "tables.md").read_text()
+    assert "*noisy input y*" in text and "*exact posterior mean (Wiener)*" in text
+    assert run_experiment(config, tmp_path / "run", progress=False)["reused"] == 2
+    with pytest.raises(ValueError, match="needs corpus"):
+        ExperimentConfig(name="x", problem="speech", studies=config.studies).validate()
+    with pytest.raises(ValueError, match="unknown metrics \\['snr_db'\\]"):
+        ExperimentConfig(name="x", problem="speech", corpus="c", metrics=["snr_db"], studies=config.studies).validate()

@@ -12,7 +12,8 @@ TOML layout::
 
     [experiment]
     name = "schedule-study"
-    problem = "ouve-gmm"        # conditional (ouve-gmm) or unconditional (ring, gmm64, gauss16)
+    problem = "ouve-gmm"        # conditional (ouve-gmm), unconditional (ring, gmm64, gauss16) or "speech"
+    # corpus = "data/speech-corpus"   # problem = "speech": a make-corpus folder; files = 10; prior = "adaptive"
     process = "ouve"            # the base process the model was trained with
     samples = 256
     seed = 0
@@ -118,19 +119,29 @@ class ExperimentConfig:
     seed: int = 0
     dtype: str = "float64"
     metrics: list[str] = field(default_factory=list)
+    # problem = "speech": real recordings of a corpus's test split, enhanced with the Gaussian-prior model
+    corpus: str = ""
+    files: int | None = None  # test files used (default: all)
+    prior: str = "adaptive"  # adaptive | stationary Gaussian prior
 
     @property
     def conditional(self) -> bool:
-        return self.problem in CONDITIONAL_PROBLEMS
+        return self.problem in CONDITIONAL_PROBLEMS or self.speech
+
+    @property
+    def speech(self) -> bool:
+        return self.problem == "speech"
 
     def validate(self) -> None:
-        if self.problem not in CONDITIONAL_PROBLEMS and self.problem not in PROBLEMS:
+        if self.problem not in CONDITIONAL_PROBLEMS and self.problem not in PROBLEMS and not self.speech:
             raise ValueError(f"unknown problem {self.problem!r}; valid names: "
-                             f"{', '.join(CONDITIONAL_PROBLEMS.names() + PROBLEMS.names())}")
+                             f"{', '.join(CONDITIONAL_PROBLEMS.names() + PROBLEMS.names() + ['speech'])}")
         PROCESSES.get(self.process)
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; valid dtypes: {', '.join(DTYPES)}")
-        valid = CONDITIONAL_METRICS if self.conditional else UNCONDITIONAL_METRICS
+        if self.speech and not self.corpus:
+            raise ValueError("problem = 'speech' needs corpus = 'DIR' (a samplerlab speech make-corpus folder)")
+        valid = SPEECH_METRICS if self.speech else CONDITIONAL_METRICS if self.conditional else UNCONDITIONAL_METRICS
         if not self.metrics:
             self.metrics = list(valid)
         bad = [m for m in self.metrics if m not in valid]
@@ -229,8 +240,14 @@ UNCONDITIONAL_METRICS = {
     "rms_ode": "RMS distance to the exact probability-flow ODE solution (lower is better)",
     "nll_gap": "-log p(x) minus that of an exact sample (lower is better; 0 is exact)",
 }
-HIGHER_IS_BETTER = {"snr_db"}
-METRICS = {**CONDITIONAL_METRICS, **UNCONDITIONAL_METRICS}
+SPEECH_METRICS = {
+    "pesq": "wideband PESQ (higher is better)",
+    "estoi": "extended STOI (higher is better)",
+    "stoi": "STOI (higher is better)",
+    "si_sdr": "SI-SDR, dB (higher is better)",
+}
+HIGHER_IS_BETTER = {"snr_db", "pesq", "estoi", "stoi", "si_sdr"}
+METRICS = {**CONDITIONAL_METRICS, **UNCONDITIONAL_METRICS, **SPEECH_METRICS}
 
 
 def _summary(values: torch.Tensor) -> dict:
@@ -299,6 +316,55 @@ class _Problem:
         return _summary((x - self._ode_ref[sigma_start]).pow(2).mean(1).sqrt())
 
 
+class _SpeechProblem:
+    """The test split of a speech corpus enhanced with the exact Gaussian-prior model (``speech.gaussian``);
+    every cell enhances the same files with the same seeds, and scores them against the clean references."""
+
+    def __init__(self, config: ExperimentConfig, base: Process):
+        from ..speech.data import find_speech_pairs, load_pair
+        from ..speech.gaussian import GaussianSpeechPrior, fit_gaussian_prior
+
+        self.config, self.base = config, base
+        cached = Path(config.corpus) / "gaussian_prior.npz"
+        if cached.exists():
+            prior = GaussianSpeechPrior.load(cached)
+        else:
+            prior = fit_gaussian_prior(find_speech_pairs(config.corpus, "train"))
+            prior.save(cached)
+        self.model = prior.with_mode(config.prior)
+        pairs = find_speech_pairs(config.corpus, "test")[: config.files]
+        self.signals = [load_pair(p) for p in pairs]
+        self.n = len(self.signals)
+
+    def _score_all(self, estimates) -> dict:
+        from ..metrics.speech import speech_metrics
+
+        per = [speech_metrics(clean, est, self.config.metrics) for (clean, _), est in zip(self.signals, estimates)]
+        return {m: _summary(torch.tensor([p[m] for p in per])) for m in self.config.metrics}
+
+    def baselines(self) -> dict[str, dict]:
+        from ..speech.frontend import spec_to_wav, wav_to_spec
+        from ..speech.gaussian import channels_to_complex, complex_to_channels
+
+        wiener = []
+        for _, noisy in self.signals:
+            peak = float(noisy.abs().max())
+            y = complex_to_channels(wav_to_spec(noisy.double() / peak)).unsqueeze(0)
+            wiener.append(spec_to_wav(channels_to_complex(self.model.posterior_mean(y)[0]), noisy.shape[-1]) * peak)
+        return {"noisy input y": self._score_all([n for _, n in self.signals]),
+                "exact posterior mean (Wiener)": self._score_all(wiener)}
+
+    def run(self, process: Process, grid: torch.Tensor, solver) -> dict:
+        from ..speech.enhance import enhance
+
+        start = time.perf_counter()
+        outs = [enhance(noisy, self.model, solver, grid=grid, process=process, seed=self.config.seed + i)
+                for i, (_, noisy) in enumerate(self.signals)]
+        seconds = time.perf_counter() - start
+        return {"nfe": outs[0].nfe, "seconds": seconds, "rtf": seconds / sum(o.audio_seconds for o in outs),
+                "metrics": self._score_all([o.wav for o in outs])}
+
+
 def _process_for(cell: Cell, base: Process) -> tuple[Process, Transform]:
     tr = Transform.parse(cell.transform)
     steep = tr.value if tr.kind is TransformKind.STEEPNESS else 1.0
@@ -310,7 +376,7 @@ def _process_for(cell: Cell, base: Process) -> tuple[Process, Transform]:
     return ScheduledProcess.swap(base, shape, steep), tr
 
 
-def run_cell(cell: Cell, problem: _Problem) -> dict:
+def run_cell(cell: Cell, problem: "_Problem | _SpeechProblem") -> dict:
     process, tr = _process_for(cell, problem.base)
     solver = solver_from_spec(cell.solver)
     steps = cell.steps if cell.steps is not None else solver.steps_for_nfe(cell.nfe_budget)
@@ -319,6 +385,8 @@ def run_cell(cell: Cell, problem: _Problem) -> dict:
     grid = time_steps(steps, process,
                       offset=tr.value if tr.kind is TransformKind.OFFSET else 1.0,
                       power=tr.value if tr.kind is TransformKind.POWER else 1.0)
+    if isinstance(problem, _SpeechProblem):
+        return {"steps": steps, "sigmas": grid.tolist(), **problem.run(process, grid, solver)}
     noise = SampleNoise(problem.seeds, dtype=problem.dtype)
     x_T = prior_sample(process, float(grid[0]), noise, (problem.dim,))
     start = time.perf_counter()
@@ -401,7 +469,7 @@ def run_experiment(
     todo = unfinished[rank::world]
     own_path = results_path if world == 1 else out_dir / f"results.rank{rank}.jsonl"
     base = make_process(config.process, **config.process_params)
-    problem = _Problem(config, base)
+    problem = _SpeechProblem(config, base) if config.speech else _Problem(config, base)
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
