@@ -132,7 +132,8 @@ def test_two_gloo_processes_train_like_one_and_shard_seeds(tmp_path, digits):
     for p, q in zip(single.net.state_dict().values(), ddp.net.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-6, rtol=1e-5)
     x_single, _ = sample_images(ddp, (1, 8, 8), "euler", 3, list(range(7)), num_classes=10)
-    assert torch.equal(torch.load(tmp_path / "ddp" / "samples.pt", weights_only=True), x_single)
+    # same seeds, same samples (up to float32 rounding: the ranks' batches have other sizes)
+    assert torch.allclose(torch.load(tmp_path / "ddp" / "samples.pt", weights_only=True), x_single, atol=1e-5)
 
 
 # -- features and reference statistics ------------------------------------------------------------

@@ -34,9 +34,10 @@ from ..denoisers import EDMPrecond
 from ..io import atomic_path, atomic_write_text
 from ..nets import MLPDenoiserNet, UNet, UNetConfig
 
-__all__ = ["TrainConfig", "EDMLoss", "train", "load_checkpoint", "build_net", "NETS"]
+__all__ = ["TrainConfig", "EDMLoss", "TensorSource", "train", "load_checkpoint", "build_net", "NETS"]
 
-NETS = ("auto", "mlp", "unet")  # auto: U-Net for images (C, H, W), MLP otherwise
+NETS = ("auto", "mlp", "unet", "speech-unet")  # auto: U-Net for images (C, H, W), MLP otherwise
+SIGMA_DISTRIBUTIONS = ("lognormal", "ouve")
 
 
 @dataclass
@@ -56,6 +57,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 100
     amp: bool = True  # bfloat16 autocast where the device supports it (CUDA); CPU runs in float32
+    # noise levels: "lognormal" (EDM: ln sigma ~ N(p_mean, p_std^2)) or "ouve" (t ~ U(t_eps, 1) of the OUVE
+    # process, SGMSE+'s denoising score matching)
+    sigma_distribution: str = "lognormal"
     net: str = "auto"
     # MLP (low-dimensional data)
     hidden: int = 128
@@ -78,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay and label_dropout must be in [0, 1), got {self.ema_decay}, {self.label_dropout}")
         if self.net not in NETS:
             raise ValueError(f"unknown net {self.net!r}; valid: {', '.join(NETS)}")
+        if self.sigma_distribution not in SIGMA_DISTRIBUTIONS:
+            raise ValueError(f"unknown sigma_distribution {self.sigma_distribution!r}; valid: {', '.join(SIGMA_DISTRIBUTIONS)}")
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(channels=self.channels, channel_mult=self.channel_mult, num_blocks=self.num_blocks,
@@ -95,12 +101,19 @@ class TrainConfig:
 class EDMLoss:
     """lambda(sigma) ||D(x + sigma e; sigma) - x||^2 with ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, eq. 8 and Table 1)."""
 
-    def __init__(self, p_mean: float, p_std: float, sigma_data: float):
-        self.p_mean, self.p_std, self.sigma_data = p_mean, p_std, sigma_data
+    def __init__(self, p_mean: float, p_std: float, sigma_data: float, distribution: str = "lognormal"):
+        self.p_mean, self.p_std, self.sigma_data, self.distribution = p_mean, p_std, sigma_data, distribution
 
     def draw(self, shape: tuple[int, ...], g: torch.Generator, dtype=torch.float32) -> tuple[Tensor, Tensor]:
         """(sigma, noise) for a batch of ``shape``, from the CPU generator ``g``."""
-        sigma = torch.exp(self.p_mean + self.p_std * torch.randn(shape[0], generator=g, dtype=dtype))
+        if self.distribution == "ouve":  # SGMSE+: t ~ U(t_eps, 1) of the OUVE process (Richter et al. 2023, Sec. III)
+            from ..schedules import OUVE
+
+            process = OUVE()
+            t = process.t_min + (process.t_max - process.t_min) * torch.rand(shape[0], generator=g, dtype=torch.float64)
+            sigma = process.sigma(t).to(dtype)
+        else:
+            sigma = torch.exp(self.p_mean + self.p_std * torch.randn(shape[0], generator=g, dtype=dtype))
         return sigma, torch.randn(shape, generator=g, dtype=dtype)
 
     def weighted(self, denoiser, x: Tensor, sigma: Tensor, noise: Tensor, **cond) -> Tensor:
@@ -114,11 +127,37 @@ class EDMLoss:
         return self.weighted(denoiser, x, sigma, noise, **cond)
 
 
+class TensorSource:
+    """Training examples from a tensor (N, ...), with optional class labels dropped to the "no label"
+    token at rate ``label_dropout`` (classifier-free guidance, Ho & Salimans 2022)."""
+
+    def __init__(self, data: Tensor, labels: Tensor | None = None, label_dropout: float = 0.0):
+        self.data = data.to(torch.float32)
+        self.labels = labels
+        self.label_dropout = label_dropout
+        self.shape = tuple(self.data.shape[1:])
+        self.num_classes = 0 if labels is None else int(labels.max()) + 1
+
+    def draw(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, dict]:
+        idx = torch.randint(len(self.data), (batch_size,), generator=g)
+        cond = {}
+        if self.labels is not None:
+            lab = self.labels[idx].clone()
+            drop = torch.rand(batch_size, generator=g) < self.label_dropout
+            lab[drop] = self.num_classes
+            cond["class_labels"] = lab
+        return self.data[idx], cond
+
+
 def build_net(shape: tuple[int, ...] | int, num_classes: int, config: TrainConfig) -> torch.nn.Module:
     """The network for examples of ``shape`` (an int: a flat vector); initial weights depend on the seed only."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     kind = config.net if config.net != "auto" else ("unet" if len(shape) == 3 else "mlp")
     torch.manual_seed(config.seed)
+    if kind == "speech-unet":
+        from ..speech.network import SpeechScoreNet
+
+        return SpeechScoreNet(shape[1], config.unet_config())
     if kind == "unet":
         if len(shape) != 3 or shape[1] != shape[2]:
             raise ValueError(f"the U-Net takes square images (C, H, W), got examples of shape {shape}")
@@ -193,7 +232,7 @@ class _JsonlLog:
 
 
 def train(
-    data: Tensor,
+    data: "Tensor | TensorSource",
     config: TrainConfig,
     out_dir: str | Path,
     *,
@@ -205,7 +244,8 @@ def train(
     device: str | torch.device = "cpu",
     data_info: dict | None = None,
 ) -> tuple[EDMPrecond, dict]:
-    """Train (or resume) an EDM model on ``data`` (N, ...); returns the EMA denoiser and the metadata.
+    """Train (or resume) an EDM model on ``data`` (N, ...) or an example source (``draw(batch, generator)``
+    returning examples and their conditioning); returns the EMA denoiser and the metadata.
 
     ``stop_after`` ends the run after that many steps in this call (an interruption, for tests);
     ``on_checkpoint(step, ema_denoiser)`` runs on rank 0 after each checkpoint (e.g. a sample grid);
@@ -219,9 +259,8 @@ def train(
         raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = data.to(torch.float32)
-    shape = tuple(data.shape[1:])
-    num_classes = 0 if labels is None else int(labels.max()) + 1
+    source = data if hasattr(data, "draw") else TensorSource(data, labels, config.label_dropout)
+    shape, num_classes = source.shape, source.num_classes
     net = build_net(shape, num_classes, config).to(device)
     ema = build_net(shape, num_classes, config).to(device)
     ema.load_state_dict(net.state_dict())
@@ -256,7 +295,7 @@ def train(
         step, losses = prev["step"], prev["losses"]
         meta["losses"] = losses
     jsonl = _JsonlLog(out_dir / "log.jsonl", step) if rank == 0 else None
-    loss_fn = EDMLoss(config.p_mean, config.p_std, config.sigma_data)
+    loss_fn = EDMLoss(config.p_mean, config.p_std, config.sigma_data, config.sigma_distribution)
     model = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -276,18 +315,13 @@ def train(
     net.train()
     while step < config.steps and (stop_after is None or done_here < stop_after):
         # every rank draws the whole global batch from the same generators and keeps its slice
-        idx = torch.randint(len(data), (config.batch_size,), generator=data_rng)
-        cond = {}
-        if labels is not None:
-            lab = labels[idx].clone()
-            drop = torch.rand(config.batch_size, generator=data_rng) < config.label_dropout
-            lab[drop] = num_classes
-            cond["class_labels"] = lab[mine].to(device)
+        x0, cond = source.draw(config.batch_size, data_rng)
+        cond = {k: v[mine].to(device) for k, v in cond.items()}
         sigma, noise = loss_fn.draw((config.batch_size, *shape), noise_rng)
         for group in opt.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = loss_fn.weighted(denoiser, data[idx][mine].to(device), sigma[mine].to(device),
+            loss = loss_fn.weighted(denoiser, x0[mine].to(device), sigma[mine].to(device),
                                     noise[mine].to(device), **cond)
         opt.zero_grad(set_to_none=True)
         loss.backward()
