@@ -303,3 +303,62 @@ def test_runner_enhances_a_speech_corpus_and_resumes(corpus, tmp_path):
         ExperimentConfig(name="x", problem="speech", studies=config.studies).validate()
     with pytest.raises(ValueError, match="unknown metrics \\['snr_db'\\]"):
         ExperimentConfig(name="x", problem="speech", corpus="c", metrics=["snr_db"], studies=config.studies).validate()
+
+
+# -- the trainable score network ------------------------------------------------------------------------
+
+@needs_espeak
+def test_crop_source_gives_residual_crops(corpus):
+    from samplerlab.speech.frontend import normalise_pair, wav_to_spec
+    from samplerlab.speech.gaussian import complex_to_channels
+    from samplerlab.speech.network import SpeechCropSource
+
+    pairs = find_pairs(corpus, "train")[:2]
+    source = SpeechCropSource(pairs, crop_frames=16)
+    u, cond = source.draw(5, torch.Generator().manual_seed(0))
+    assert u.shape == cond["y"].shape == (5, 2, 256, 16) and source.shape == (2, 256, 16)
+    clean, noisy = load_pair(pairs[0])
+    clean, noisy, _ = normalise_pair(clean, noisy)
+    full_u = complex_to_channels(wav_to_spec(clean) - wav_to_spec(noisy))
+    assert torch.allclose(source.examples[0][0], full_u.float())
+    assert 0 < source.residual_std() < 1
+    long = SpeechCropSource(pairs[:1], crop_frames=10_000)  # longer than the file: zero-padded
+    u, cond = long.draw(1, torch.Generator().manual_seed(0))
+    assert u.shape[-1] == 10_000 and float(u[..., -1].abs().max()) == 0
+
+
+@needs_espeak
+def test_speech_train_resumes_and_its_checkpoint_enhances(corpus, tmp_path, capsys, monkeypatch):
+    from samplerlab.cli import main
+
+    monkeypatch.setenv("SAMPLERLAB_THREADS", "1")
+    args = ["speech", "train", "--corpus", str(corpus), "--steps", "2", "--batch-size", "2", "--crop", "16",
+            "--channels", "8", "--channel-mult", "1,2,2,2", "--out", str(tmp_path / "net"), "--no-progress"]
+    assert main(args) == 0 and "trained to step 2" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "net" / "checkpoint.json").read_text())
+    assert meta["config"]["sigma_distribution"] == "ouve" and meta["config"]["net"] == "speech-unet"
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(find_pairs(corpus, "test")[0].noisy, one / "a.wav")
+    assert main(["enhance", str(one), "--model", str(tmp_path / "net"), "--steps", "2", "--out", str(tmp_path / "enh"),
+                 "--no-progress"]) == 0
+    assert "the network in" in capsys.readouterr().out
+    enhanced, noisy = load_pair(find_pairs(corpus, "test")[0].__class__("a", tmp_path / "enh" / "a.wav", one / "a.wav"))
+    assert enhanced.shape == noisy.shape and bool(torch.isfinite(enhanced).all())
+    toy = tmp_path / "toy"
+    assert main(["train", "--data", "moons", "--samples", "64", "--steps", "1", "--batch-size", "8", "--hidden", "8",
+                 "--depth", "1", "--out", str(toy), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["enhance", str(one), "--model", str(toy), "--no-progress"]) == 2
+    assert "not a speech score network" in capsys.readouterr().err
+
+
+def test_ouve_sigma_distribution_covers_t_eps_to_one():
+    from samplerlab.training.edm import EDMLoss
+
+    sigma, noise = EDMLoss(0, 1, 0.5, "ouve").draw((4000, 3), torch.Generator().manual_seed(0))
+    p = OUVE()
+    assert float(sigma.min()) >= p.sigma_floor * 0.999 and float(sigma.max()) <= float(p.sigma(p.t_max)) * 1.001
+    t = p.t_of_sigma(sigma.double())
+    assert abs(float(t.mean()) - (p.t_min + p.t_max) / 2) < 0.02  # t is uniform
+    assert noise.shape == (4000, 3)

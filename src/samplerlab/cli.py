@@ -457,10 +457,19 @@ def _cmd_enhance(args) -> int:
     from .speech.enhance import enhance
     from .speech.frontend import save_wav
 
-    if args.model != "gaussian":
-        raise ValueError(f"--model {args.model!r}: only 'gaussian' (the exact Gaussian-prior model) for now; "
-                         "trained score networks are not available yet")
-    model = _gaussian_prior(args.corpus, args.prior, args.prior_mode)
+    import torch
+
+    if args.model == "gaussian":
+        model, pad, dtype, label = _gaussian_prior(args.corpus, args.prior, args.prior_mode), 1, torch.float64, \
+            f"the {args.prior_mode} Gaussian prior"
+    else:
+        from .training import load_checkpoint
+
+        model, meta = load_checkpoint(args.model)
+        if meta["config"].get("net") != "speech-unet":
+            raise ValueError(f"--model {args.model}: not a speech score network (samplerlab speech train writes one); "
+                             "or use --model gaussian")
+        pad, dtype, label = model.net.down_factor, torch.float32, f"the network in {args.model}"
     solver = solver_from_spec(args.solver)
     if args.snr is not None:
         if not hasattr(solver, "snr"):
@@ -479,16 +488,40 @@ def _cmd_enhance(args) -> int:
         it = tqdm(files, desc="enhance", unit="file")
     for f in it:
         _, noisy = load_pair(SpeechPair(f.stem, None, f))
-        r = enhance(noisy, model, solver, steps=args.steps, seed=args.seed)
+        r = enhance(noisy, model, solver, steps=args.steps, seed=args.seed, pad_multiple=pad, dtype=dtype)
         save_wav(out / f.name, r.wav)
         total_audio += r.audio_seconds
         total_time += r.seconds
-    print(f"enhanced {len(files)} file(s) into {out} with the {args.prior_mode} Gaussian prior, {solver.describe()}, "
+    print(f"enhanced {len(files)} file(s) into {out} with {label}, {solver.describe()}, "
           f"{args.steps} steps ({r.nfe} NFE per file); real-time factor {total_time / total_audio:.3f} "
           f"({total_time:.1f} s for {total_audio:.1f} s of audio)")
     atomic_write_text(out / "enhance.json", json.dumps({"solver": args.solver, "steps": args.steps, "snr": args.snr,
-                                                        "prior": args.prior_mode, "seed": args.seed,
+                                                        "model": args.model, "prior": args.prior_mode, "seed": args.seed,
                                                         "files": len(files), "rtf": total_time / total_audio}) + "\n")
+    return 0
+
+
+def _cmd_speech_train(args) -> int:
+    import torch
+
+    from .speech.data import find_speech_pairs
+    from .speech.network import SpeechCropSource
+    from .training import TrainConfig, train
+
+    source = SpeechCropSource(find_speech_pairs(args.corpus, "train"), args.crop, progress=not args.no_progress)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=min(500, args.steps // 10 + 1),
+                         ema_decay=0.999, sigma_data=round(source.residual_std(), 4), label_dropout=0.0,
+                         sigma_distribution="ouve", net="speech-unet", channels=args.channels,
+                         channel_mult=tuple(args.channel_mult), num_blocks=args.num_blocks,
+                         attention_resolutions=tuple(args.attention), dropout=0.0, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every, log_every=min(100, args.steps))
+    out = Path(args.out)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _, meta = train(source, config, out, progress=not args.no_progress, device=device,
+                    data_info={"name": "speech", "corpus": str(args.corpus), "crop": args.crop})
+    tail = meta["losses"][-100:]
+    print(f"trained to step {meta['step']}: loss {sum(tail) / len(tail):.4f} (mean of the last {len(tail)}); "
+          f"checkpoint in {out} (re-running resumes); enhance with --model {out}")
     return 0
 
 
@@ -693,6 +726,22 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--out", help="default: CORPUS/gaussian_prior.npz")
     fg.add_argument("--no-progress", action="store_true")
     fg.set_defaults(func=_cmd_fit_gaussian)
+    st = speech_sub.add_parser("train", help="train the speech score network (U-Net on [Re, Im] of x and y); resumable")
+    st.add_argument("--corpus", required=True, help="make-corpus folder or VoiceBank-DEMAND root (its train split)")
+    st.add_argument("--steps", type=int, default=4000, help="default 4000: about an hour on 2 CPU cores")
+    st.add_argument("--batch-size", type=int, default=8)
+    st.add_argument("--lr", type=float, default=5e-4)
+    st.add_argument("--crop", type=int, default=64, help="frames per training crop (default: 64, about 0.5 s)")
+    st.add_argument("--channels", type=int, default=16, help="U-Net base width (default: 16, sized for CPUs)")
+    st.add_argument("--channel-mult", type=_int_list, default=[1, 2, 2, 2])
+    st.add_argument("--num-blocks", type=int, default=1)
+    st.add_argument("--attention", type=_int_list, default=[32], help="frequency resolutions with attention")
+    st.add_argument("--checkpoint-every", type=int, default=500)
+    st.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--out", default="runs/speech-net")
+    st.add_argument("--no-progress", action="store_true")
+    st.set_defaults(func=_cmd_speech_train, foreground=True)
     se = speech_sub.add_parser("eval", help="PESQ, STOI, ESTOI, SI-SDR against clean references: mean ± std")
     se.add_argument("--clean", required=True, help="folder of clean references (matched by file name)")
     se.add_argument("--enhanced", help="folder of enhanced files")
@@ -703,7 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     en = sub.add_parser("enhance", help="enhance noisy speech (a .wav or a folder) with any solver")
     en.add_argument("input", help="noisy .wav file or folder")
-    en.add_argument("--model", default="gaussian", help="gaussian (the exact Gaussian-prior model)")
+    en.add_argument("--model", default="gaussian",
+                    help="gaussian (the exact Gaussian-prior model) or a checkpoint folder from samplerlab speech train")
     en.add_argument("--corpus", help="corpus whose train split fits the Gaussian prior (cached in it)")
     en.add_argument("--prior", help="a Gaussian prior file from `samplerlab speech fit-gaussian`")
     en.add_argument("--prior-mode", default="adaptive", choices=["adaptive", "stationary"])

@@ -42,8 +42,9 @@ class EnhanceResult:
 
 def enhance(noisy: Tensor, model, solver: Solver | str = SGMSE_SOLVER, *, steps: int = 30, grid: Tensor | None = None,
             process: Process | None = None, seed: int = 0, spec: SpecConfig = SpecConfig(), pad_multiple: int = 1,
-            progress: bool = False) -> EnhanceResult:
-    """Enhance one mono 16 kHz signal; ``model`` is a denoiser D(u_hat, sigma, y=...) of the OUVE residual."""
+            dtype: torch.dtype = torch.float64, progress: bool = False) -> EnhanceResult:
+    """Enhance one mono 16 kHz signal; ``model`` is a denoiser D(u_hat, sigma, y=...) of the OUVE residual.
+    ``pad_multiple``: frames a network needs its input to be a multiple of; ``dtype`` of the sampling."""
     start = time.perf_counter()
     process = process or OUVE()
     solver = solver_from_spec(solver) if isinstance(solver, str) else solver
@@ -54,11 +55,11 @@ def enhance(noisy: Tensor, model, solver: Solver | str = SGMSE_SOLVER, *, steps:
     if peak == 0:
         raise ValueError("the noisy recording is silent")
     wav = pad_to_multiple((noisy / peak).to(torch.float64), pad_multiple, spec)
-    y = complex_to_channels(wav_to_spec(wav, spec)).unsqueeze(0)  # (1, 2, F, T)
-    noise = SampleNoise([seed], dtype=torch.float64)
+    y = complex_to_channels(wav_to_spec(wav, spec)).unsqueeze(0).to(dtype)  # (1, 2, F, T)
+    noise = SampleNoise([seed], dtype=dtype)
     u = prior_sample(process, float(sigmas[0]), noise, tuple(y.shape[1:]))
     with torch.no_grad():
         r = sample(model, u, sigmas, solver, process=process, noise=noise, cond={"y": y}, progress=progress)
     x = r.x / float(process.scale(float(sigmas[-1]))) + y  # undo s(t_end), add y back
-    out = spec_to_wav(channels_to_complex(x[0]), wav.shape[-1], spec)[:length] * peak
+    out = spec_to_wav(channels_to_complex(x[0].double()), wav.shape[-1], spec)[:length] * peak
     return EnhanceResult(out.to(torch.float32), r.nfe, time.perf_counter() - start, length / spec.sample_rate)
