@@ -96,7 +96,7 @@ def test_config_errors(tmp_path, change, message):
     ('"offset=0.8"', '"offset=1.5"', "offset in \\(0, 1\\]"),
     ('nfe = [8]', 'nfe = [8]\nsteps = [3]', "exactly one of steps"),
     ('metrics = ["snr_db", "rms_posterior_mean"]', 'metrics = ["pesq"]', "unknown metrics \\['pesq'\\]"),
-    ('problem = "ouve-gmm"', 'problem = "speech"', "unknown problem 'speech'"),
+    ('problem = "ouve-gmm"', 'problem = "speach"', "unknown problem 'speach'"),
 ])
 def test_bad_experiment_files_get_clear_errors(tmp_path, old, new, message):
     with pytest.raises(ValueError, match=message):

@@ -43,8 +43,11 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
         assert torch.equal(p, q)
     with pytest.raises(ValueError, match="another configuration"):
         train(data, TrainConfig(steps=30, batch_size=16, hidden=32, depth=2), tmp_path / "b", labels=labels)
-    with pytest.raises(ValueError, match="no checkpoint"):
+    with pytest.raises(ValueError, match="nothing: no such checkpoint folder"):
         load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no checkpoint .*checkpoint.json is missing"):
+        load_checkpoint(tmp_path / "empty")
 
 
 def test_a_short_training_run_learns_the_toy(tmp_path):

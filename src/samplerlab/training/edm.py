@@ -196,6 +196,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     from safetensors.torch import load_file
 
     path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such checkpoint folder")
     folder = path if path.is_dir() else path.parent
     try:
         meta = json.loads((folder / "checkpoint.json").read_text())
