@@ -323,8 +323,6 @@ def _load_training_data(name: str, data_dir: str | None, samples: int, seed: int
 
 
 def _cmd_train(args) -> int:
-    import torch
-
     from .training import TrainConfig, train
 
     _init_distributed()
@@ -350,12 +348,7 @@ def _cmd_train(args) -> int:
                                  num_classes=data.num_classes)
             save_image_grid(x, out / "samples" / f"step-{step:07d}.png", nrow=10, scale=max(1, 32 // x.shape[-1]))
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and torch.distributed.is_initialized():
-        import os
-
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
+    device = _training_device(args.device)
     _, meta = train(data.data, config, out, labels=data.labels, progress=not args.no_progress,
                     on_checkpoint=on_checkpoint, device=device, data_info=info)
     if _rank() == 0:
@@ -502,8 +495,6 @@ def _cmd_enhance(args) -> int:
 
 
 def _cmd_speech_train(args) -> int:
-    import torch
-
     from .speech.data import find_speech_pairs
     from .speech.network import SpeechCropSource
     from .training import TrainConfig, train
@@ -516,7 +507,7 @@ def _cmd_speech_train(args) -> int:
                          attention_resolutions=tuple(args.attention), dropout=0.0, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, log_every=min(100, args.steps))
     out = Path(args.out)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _training_device(args.device)
     _, meta = train(source, config, out, progress=not args.no_progress, device=device,
                     data_info={"name": "speech", "corpus": str(args.corpus), "crop": args.crop})
     tail = meta["losses"][-100:]
@@ -576,6 +567,32 @@ def _cmd_list(args) -> int:
             doc = (obj.__doc__ or "").strip().splitlines()
             print(f"  {name:18s} {doc[0] if doc else ''}")
     return 0
+
+
+def _add_unet_args(p: argparse.ArgumentParser, channels: int, mult: list[int], attention: list[int]) -> None:
+    p.add_argument("--channels", type=int, default=channels, help=f"U-Net base width (default: {channels})")
+    p.add_argument("--channel-mult", type=_int_list, default=mult,
+                   help=f"U-Net widths per level (default: {','.join(map(str, mult))})")
+    p.add_argument("--num-blocks", type=int, default=1, help="U-Net residual blocks per level (default: 1)")
+    p.add_argument("--attention", type=_int_list, default=attention,
+                   help=f"resolutions (first spatial axis) with self-attention (default: {','.join(map(str, attention))})")
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def _training_device(name: str | None) -> str:
+    """The device for training: the given one, else cuda when available; under torchrun, this rank's GPU."""
+    import os
+
+    import torch
+
+    device = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and torch.distributed.is_initialized():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    return device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -676,17 +693,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, help="optimiser steps (default: 4000 images, 3000 toys)")
     tr.add_argument("--batch-size", type=int, help="global batch (default: 128 images, 256 toys)")
     tr.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3)")
-    tr.add_argument("--channels", type=int, default=32, help="U-Net base width (default: 32)")
-    tr.add_argument("--channel-mult", type=_int_list, default=[1, 2, 2], help="U-Net widths per level (default: 1,2,2)")
-    tr.add_argument("--num-blocks", type=int, default=1, help="U-Net residual blocks per level (default: 1)")
-    tr.add_argument("--attention", type=_int_list, default=[4], help="resolutions with self-attention (default: 4)")
+    _add_unet_args(tr, channels=32, mult=[1, 2, 2], attention=[4])
     tr.add_argument("--dropout", type=float, default=0.1)
     tr.add_argument("--hidden", type=int, default=128, help="MLP width (2-D toys)")
     tr.add_argument("--depth", type=int, default=3, help="MLP blocks (2-D toys)")
     tr.add_argument("--checkpoint-every", type=int, default=500)
     tr.add_argument("--no-sample-grids", dest="sample_every_checkpoint", action="store_false",
                     help="do not write a sample grid PNG at each checkpoint")
-    tr.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_device_arg(tr)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", help="checkpoint folder (default: runs/train-DATA)")
     tr.add_argument("--no-progress", action="store_true")
@@ -732,12 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--batch-size", type=int, default=8)
     st.add_argument("--lr", type=float, default=5e-4)
     st.add_argument("--crop", type=int, default=64, help="frames per training crop (default: 64, about 0.5 s)")
-    st.add_argument("--channels", type=int, default=16, help="U-Net base width (default: 16, sized for CPUs)")
-    st.add_argument("--channel-mult", type=_int_list, default=[1, 2, 2, 2])
-    st.add_argument("--num-blocks", type=int, default=1)
-    st.add_argument("--attention", type=_int_list, default=[32], help="frequency resolutions with attention")
+    _add_unet_args(st, channels=16, mult=[1, 2, 2, 2], attention=[32])  # sized for CPUs
     st.add_argument("--checkpoint-every", type=int, default=500)
-    st.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_device_arg(st)
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--out", default="runs/speech-net")
     st.add_argument("--no-progress", action="store_true")
