@@ -41,8 +41,15 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     loaded, meta = load_checkpoint(tmp_path / "b")
     for p, q in zip(straight.net.state_dict().values(), loaded.net.state_dict().values()):
         assert torch.equal(p, q)
-    with pytest.raises(ValueError, match="another configuration"):
-        train(data, TrainConfig(steps=30, batch_size=16, hidden=32, depth=2), tmp_path / "b", labels=labels)
+    # a finished run can be extended: 30 more steps continue it exactly like a 60-step run
+    longer = TrainConfig(steps=60, batch_size=32, warmup=5, checkpoint_every=1000, hidden=32, depth=2)
+    extended, meta = train(data, longer, tmp_path / "b", labels=labels)
+    straight60, _ = train(data, longer, tmp_path / "c", labels=labels)
+    assert meta["step"] == 60
+    for p, q in zip(straight60.net.state_dict().values(), extended.net.state_dict().values()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="another configuration \\(differs in \\['batch_size'\\]\\)"):
+        train(data, TrainConfig(steps=30, batch_size=16, warmup=5, hidden=32, depth=2), tmp_path / "b", labels=labels)
     with pytest.raises(ValueError, match="nothing: no such checkpoint folder"):
         load_checkpoint(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()

@@ -500,7 +500,7 @@ def _cmd_speech_train(args) -> int:
     from .training import TrainConfig, train
 
     source = SpeechCropSource(find_speech_pairs(args.corpus, "train"), args.crop, progress=not args.no_progress)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=min(500, args.steps // 10 + 1),
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=400,  # fixed: runs can be extended
                          ema_decay=0.999, sigma_data=round(source.residual_std(), 4), label_dropout=0.0,
                          sigma_distribution="ouve", net="speech-unet", channels=args.channels,
                          channel_mult=tuple(args.channel_mult), num_blocks=args.num_blocks,

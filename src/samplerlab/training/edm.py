@@ -277,8 +277,14 @@ def train(
     ckpt = out_dir / "checkpoint.safetensors"
     if ckpt.exists():
         prev = json.loads((out_dir / "checkpoint.json").read_text())
-        if prev["config"] != json.loads(json.dumps(meta["config"])) or _example_shape(prev) != shape:
-            raise ValueError(f"{out_dir} holds a checkpoint of another configuration; use a new folder")
+        # a run may be extended (more steps, other checkpoint / log intervals); anything else is another run
+        free = {"steps", "checkpoint_every", "log_every"}
+        mine_cfg = {k: v for k, v in json.loads(json.dumps(meta["config"])).items() if k not in free}
+        prev_cfg = {k: v for k, v in prev["config"].items() if k not in free}
+        if prev_cfg != mine_cfg or _example_shape(prev) != shape:
+            diff = sorted(k for k in set(prev_cfg) | set(mine_cfg) if prev_cfg.get(k) != mine_cfg.get(k))
+            raise ValueError(f"{out_dir} holds a checkpoint of another configuration (differs in {diff or ['shape']}); "
+                             "use a new folder")
         tensors = load_file(str(ckpt))
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
