@@ -417,27 +417,21 @@ def _cmd_make_corpus(args) -> int:
 
 
 def _gaussian_prior(corpus: str | None, prior_file: str | None, mode: str):
-    from .speech.data import find_speech_pairs
-    from .speech.gaussian import GaussianSpeechPrior, fit_gaussian_prior
+    from .speech.gaussian import GaussianSpeechPrior, corpus_prior
 
     if prior_file:
         return GaussianSpeechPrior.load(prior_file).with_mode(mode)
     if not corpus:
         raise ValueError("--model gaussian needs --corpus DIR (its train split) or --prior FILE")
-    cached = Path(corpus) / "gaussian_prior.npz"
-    if cached.exists():
-        return GaussianSpeechPrior.load(cached).with_mode(mode)
-    prior = fit_gaussian_prior(find_speech_pairs(corpus, "train"))
-    prior.save(cached)
-    return prior.with_mode(mode)
+    return corpus_prior(corpus, mode)
 
 
 def _cmd_fit_gaussian(args) -> int:
     from .speech.data import find_speech_pairs
-    from .speech.gaussian import fit_gaussian_prior
+    from .speech.gaussian import PRIOR_FILE, fit_gaussian_prior
 
     prior = fit_gaussian_prior(find_speech_pairs(args.corpus, "train"), progress=not args.no_progress)
-    path = prior.save(args.out or Path(args.corpus) / "gaussian_prior.npz")
+    path = prior.save(args.out or Path(args.corpus) / PRIOR_FILE)
     print(f"Gaussian prior from {prior.files} training files ({prior.frames} frames): mean Wiener gain "
           f"{float(prior.gain.mean()):.3f}; wrote {path}")
     return 0

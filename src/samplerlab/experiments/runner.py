@@ -322,16 +322,10 @@ class _SpeechProblem:
 
     def __init__(self, config: ExperimentConfig, base: Process):
         from ..speech.data import find_speech_pairs, load_pair
-        from ..speech.gaussian import GaussianSpeechPrior, fit_gaussian_prior
+        from ..speech.gaussian import corpus_prior
 
         self.config, self.base = config, base
-        cached = Path(config.corpus) / "gaussian_prior.npz"
-        if cached.exists():
-            prior = GaussianSpeechPrior.load(cached)
-        else:
-            prior = fit_gaussian_prior(find_speech_pairs(config.corpus, "train"))
-            prior.save(cached)
-        self.model = prior.with_mode(config.prior)
+        self.model = corpus_prior(config.corpus, config.prior)
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
         self.signals = [load_pair(p) for p in pairs]
         self.n = len(self.signals)

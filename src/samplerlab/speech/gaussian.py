@@ -41,7 +41,7 @@ from torch import Tensor
 from ..io import atomic_path
 from .frontend import SpecConfig, normalise_pair, wav_to_spec
 
-__all__ = ["PRIORS", "GaussianSpeechPrior", "fit_gaussian_prior", "complex_to_channels", "channels_to_complex"]
+__all__ = ["PRIORS", "GaussianSpeechPrior", "fit_gaussian_prior", "corpus_prior", "PRIOR_FILE", "complex_to_channels", "channels_to_complex"]
 
 
 def complex_to_channels(c: Tensor) -> Tensor:
@@ -163,3 +163,18 @@ def fit_gaussian_prior(pairs, spec: SpecConfig = SpecConfig(), progress: bool = 
     if not frames:
         raise ValueError("no training pairs to fit the Gaussian prior")
     return GaussianSpeechPrior(sum_x / frames, sum_n / frames, spec, frames, len(pairs))
+
+
+PRIOR_FILE = "gaussian_prior.npz"  # where a corpus keeps its fitted prior
+
+
+def corpus_prior(corpus: str | Path, mode: str = "adaptive", progress: bool = False) -> GaussianSpeechPrior:
+    """The prior of a corpus's train split: loaded from CORPUS/gaussian_prior.npz, or fitted and saved there."""
+    from .data import find_speech_pairs
+
+    cached = Path(corpus) / PRIOR_FILE
+    if cached.exists():
+        return GaussianSpeechPrior.load(cached).with_mode(mode)
+    prior = fit_gaussian_prior(find_speech_pairs(corpus, "train"), progress=progress)
+    prior.save(cached)
+    return prior.with_mode(mode)
