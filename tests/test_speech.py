@@ -159,31 +159,76 @@ def test_stationary_posterior_mean_and_denoiser_against_monte_carlo():
 
 
 def test_adaptive_prior_is_the_power_subtraction_estimate():
-    prior = GaussianSpeechPrior(VX, VN, mode="adaptive", smooth_frames=1, floor=1e-3)
+    prior = GaussianSpeechPrior(VX, VN, mode="adaptive", smooth_frames=1, smooth_bins=1, floor=1e-3)
     y = torch.zeros(1, 2, F, T, dtype=torch.float64)
     y[0, 0, :, 3] = 1.0  # one loud frame
     vx, vn = prior.variances(y)
     assert torch.allclose(vx[0, :, 3], 1.0 - VN)
     assert torch.allclose(vx[0, :, 0], 1e-3 * VN)  # floor in silent frames
     # three-frame smoothing spreads the loud frame's power to its neighbours
-    vx3, _ = GaussianSpeechPrior(VX, VN, smooth_frames=3).variances(y)
+    vx3, _ = GaussianSpeechPrior(VX, VN, mode="adaptive", smooth_frames=3, smooth_bins=1).variances(y)
     assert torch.allclose(vx3[0, :, 2], 1 / 3 - VN)
     with pytest.raises(ValueError, match="unknown Gaussian prior 'wiener'"):
         GaussianSpeechPrior(VX, VN, mode="wiener")
 
 
-@pytest.mark.parametrize("solver, params, steps", [("heun", {}, 200), ("pc", {"predictor": "reverse-diffusion",
-                                                                            "corrector": "none"}, 400)])
-def test_sampling_the_residual_recovers_the_gaussian_posterior(solver, params, steps):
+def test_utterance_noise_is_the_mean_power_of_the_quietest_frames():
+    prior = GaussianSpeechPrior(mode="utterance", noise_quantile=0.2)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 2, F, 10, generator=g, dtype=torch.float64)
+    y[:, :, :, 2] *= 0.01  # the quietest frames: 2 and 7 (2 of 10 = the 20 % quantile)
+    y[:, :, :, 7] *= 0.02
+    y[1, :, :, 9] = 0.0  # a padded frame of recording 1 is not counted: 20 % of 9 frames rounds up to 2
+    power = y[:, 0] ** 2 + y[:, 1] ** 2
+    vn = prior.utterance_noise(power)
+    assert vn.shape == (2, F, 1)
+    for b in range(2):
+        assert torch.allclose(vn[b, :, 0], power[b][:, [2, 7]].mean(1))
+    # y alone decides the variances: the recording is one Gaussian model, recording by recording
+    vx, vn_b = prior.variances(y)
+    vx1, vn1 = prior.variances(y[1:])
+    assert torch.equal(vx[1:], vx1) and torch.equal(vn_b[1:], vn1)
+    with pytest.raises(ValueError, match="noise_quantile must be in"):
+        GaussianSpeechPrior(mode="utterance", noise_quantile=0.0)
+    with pytest.raises(ValueError, match="needs variances fitted"):
+        GaussianSpeechPrior(mode="adaptive")
+    with pytest.raises(ValueError, match="no fitted variances"):
+        prior.save("unused.npz")
+
+
+def test_utterance_noise_estimate_of_stationary_noise_with_intermittent_speech():
+    """Noise CN(0, v_n(f)) in every frame, loud "speech" in 60 % of them: the estimate is the noise power,
+    biased low only by picking the quietest noise frames (about -1.75 / sqrt(F) for the lowest decile)."""
+    g = torch.Generator().manual_seed(0)
+    bins, frames = 256, 400
+    vn = torch.linspace(0.5, 2.0, bins, dtype=torch.float64) * 1e-3
+    y = torch.randn(1, 2, bins, frames, generator=g, dtype=torch.float64) * (vn / 2).sqrt().reshape(1, 1, -1, 1)
+    speech = torch.rand(frames, generator=g) < 0.6
+    y[..., speech] += 0.2 * torch.randn(1, 2, bins, int(speech.sum()), generator=g, dtype=torch.float64)
+    est = GaussianSpeechPrior(mode="utterance").utterance_noise(y[:, 0] ** 2 + y[:, 1] ** 2)[0, :, 0]
+    ratio = est / vn
+    assert 0.8 < float(ratio.mean()) < 1.0  # -1.75 / 16 = -11 % expected
+    assert float(ratio.std()) < 0.25  # 40 frames per bin: relative s.e. 1 / sqrt(40) = 0.16
+
+
+@pytest.mark.parametrize("solver, params, steps, final_denoise, rtol", [
+    ("heun", {}, 200, False, 0.05),
+    ("pc", {"predictor": "reverse-diffusion", "corrector": "none"}, 400, False, 0.05),
+    ("pc", {"predictor": "reverse-diffusion", "corrector": "none"}, 400, True, 0.05),
+    # SGMSE+'s corrector: unadjusted Langevin with step eps = (s sigma)^2 / 2 inflates a Gaussian's variance V
+    # by 1 / (1 - eps / 2V) per step; over the grid that leaves +2 % to +10 % (the narrowest bin) here
+    ("pc", {"predictor": "reverse-diffusion", "corrector": "annealed-langevin", "snr": 0.5}, 400, True, 0.15)])
+def test_sampling_the_residual_recovers_the_gaussian_posterior(solver, params, steps, final_denoise, rtol):
     """Started from the true OUVE marginal at T, any solver's samples of u with the exact D, mapped back by
     x = u / s + y, have the posterior's mean W y and variance P / 2 per real component, plus sigma_end^2:
-    SGMSE+'s grid stops at t_eps, where the residual noise level is sigma(t_eps) ~ 0.02."""
+    SGMSE+'s grid stops at t_eps, where the residual noise level is s_e = sigma(t_eps) ~ 0.02. With the
+    final denoising step (enhance's default) the output is D(x_{t_eps}), of variance (P/2)^2 / (P/2 + s_e^2)."""
     prior = GaussianSpeechPrior(VX, VN, mode="stationary")
     g = torch.Generator().manual_seed(1)
     n = 3000
     y = (_draw(1, VX, g) + _draw(1, VN, g)).expand(n, 2, F, T).contiguous()
     process = OUVE()
-    grid = uniform_time(steps, process, final_zero=False)
+    grid = uniform_time(steps, process, final_zero=final_denoise)
     sig_T = float(grid[0])
     u0 = prior.posterior_mean(y) - y + (prior.posterior_var / 2).sqrt().reshape(1, 1, F, 1) * torch.randn(
         y.shape, generator=g, dtype=torch.float64)
@@ -192,10 +237,12 @@ def test_sampling_the_residual_recovers_the_gaussian_posterior(solver, params, s
                noise=SampleNoise(range(n), dtype=torch.float64), cond={"y": y}).x
     x = u / float(process.scale(float(grid[-1]))) + y
     want_mean = prior.posterior_mean(y)[0]
-    want_var = (prior.posterior_var / 2 + float(grid[-1]) ** 2).reshape(F, 1).expand(F, T)
+    half_p, s_e = prior.posterior_var / 2, float(grid[-2] if final_denoise else grid[-1])
+    want = half_p**2 / (half_p + s_e**2) if final_denoise else half_p + s_e**2
+    want_var = want.reshape(F, 1).expand(F, T)
     se = (want_var / n).sqrt()
     assert bool(((x.mean(0) - want_mean).abs() < 5 * se + 0.003).all())
-    assert torch.allclose(x.var(0).mean((0, 2)), want_var[:, 0], rtol=0.05)
+    assert torch.allclose(x.var(0).mean((0, 2)), want_var[:, 0], rtol=rtol)
 
 
 def test_prior_round_trip_and_errors(tmp_path):
@@ -250,8 +297,8 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
     from samplerlab.cli import main
 
     out = tmp_path / "enh"
-    assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--steps", "5", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--prior-mode", "adaptive",
+                 "--steps", "5", "--out", str(out), "--no-progress"]) == 0
     assert "real-time factor" in capsys.readouterr().out
     assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in (corpus / "test" / "noisy").glob("*.wav"))
     assert (corpus / "gaussian_prior.npz").exists()  # fitted once, cached in the corpus
@@ -262,7 +309,7 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
     assert set(json.loads((tmp_path / "m.json").read_text())["enhanced"]) == {"pesq", "stoi", "estoi", "si_sdr"}
     assert main(["enhance", str(corpus / "test" / "noisy"), "--model", "ckpt", "--no-progress"]) == 2
     assert "ckpt: no such checkpoint folder" in capsys.readouterr().err
-    assert main(["enhance", str(corpus / "test" / "noisy"), "--no-progress"]) == 2
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--prior-mode", "stationary", "--no-progress"]) == 2
     assert "needs --corpus" in capsys.readouterr().err
     assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--solver", "heun", "--snr", "0.3",
                  "--no-progress"]) == 2

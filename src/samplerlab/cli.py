@@ -421,8 +421,11 @@ def _gaussian_prior(corpus: str | None, prior_file: str | None, mode: str):
 
     if prior_file:
         return GaussianSpeechPrior.load(prior_file).with_mode(mode)
+    if mode == "utterance":
+        return GaussianSpeechPrior(mode=mode)
     if not corpus:
-        raise ValueError("--model gaussian needs --corpus DIR (its train split) or --prior FILE")
+        raise ValueError(f"--model gaussian --prior-mode {mode} needs --corpus DIR (its train split) or --prior FILE; "
+                         "the default --prior-mode utterance needs neither")
     return corpus_prior(corpus, mode)
 
 
@@ -475,7 +478,8 @@ def _cmd_enhance(args) -> int:
         it = tqdm(files, desc="enhance", unit="file")
     for f in it:
         _, noisy = load_pair(SpeechPair(f.stem, None, f))
-        r = enhance(noisy, model, solver, steps=args.steps, seed=args.seed, pad_multiple=pad, dtype=dtype)
+        r = enhance(noisy, model, solver, steps=args.steps, seed=args.seed, pad_multiple=pad, dtype=dtype,
+                    final_denoise=not args.no_final_denoise)
         save_wav(out / f.name, r.wav)
         total_audio += r.audio_seconds
         total_time += r.seconds
@@ -484,6 +488,7 @@ def _cmd_enhance(args) -> int:
           f"({total_time:.1f} s for {total_audio:.1f} s of audio)")
     atomic_write_text(out / "enhance.json", json.dumps({"solver": args.solver, "steps": args.steps, "snr": args.snr,
                                                         "model": args.model, "prior": args.prior_mode, "seed": args.seed,
+                                                        "final_denoise": not args.no_final_denoise,
                                                         "files": len(files), "rtf": total_time / total_audio}) + "\n")
     return 0
 
@@ -590,6 +595,8 @@ def _training_device(name: str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .speech.gaussian import PRIORS
+
     parser = argparse.ArgumentParser(prog="samplerlab", description="Samplers for diffusion models, measured.")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: $SAMPLERLAB_THREADS or 1; more oversubscribes 2-core machines)")
@@ -759,13 +766,17 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("input", help="noisy .wav file or folder")
     en.add_argument("--model", default="gaussian",
                     help="gaussian (the exact Gaussian-prior model) or a checkpoint folder from samplerlab speech train")
-    en.add_argument("--corpus", help="corpus whose train split fits the Gaussian prior (cached in it)")
+    en.add_argument("--corpus", help="corpus whose train split fits the stationary / adaptive Gaussian prior (cached in it)")
     en.add_argument("--prior", help="a Gaussian prior file from `samplerlab speech fit-gaussian`")
-    en.add_argument("--prior-mode", default="adaptive", choices=["adaptive", "stationary"])
+    en.add_argument("--prior-mode", default="utterance", choices=list(PRIORS),
+                    help="utterance (default: noise and speech variances from the recording itself), adaptive "
+                         "(noise variance from the training split), stationary (both from the training split)")
     en.add_argument("--solver", default="pc:predictor=reverse-diffusion:corrector=annealed-langevin:snr=0.5",
                     help="solver spec (default: SGMSE+'s reverse diffusion + annealed Langevin, snr 0.5)")
     en.add_argument("--steps", type=int, default=30)
     en.add_argument("--snr", type=float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
+    en.add_argument("--no-final-denoise", action="store_true",
+                    help="stop at t_eps with its noise instead of the final denoising step SGMSE+ returns")
     en.add_argument("--seed", type=int, default=0)
     en.add_argument("--out", default="enhanced")
     en.add_argument("--no-progress", action="store_true")

@@ -13,7 +13,7 @@ TOML layout::
     [experiment]
     name = "schedule-study"
     problem = "ouve-gmm"        # conditional (ouve-gmm), unconditional (ring, gmm64, gauss16) or "speech"
-    # corpus = "data/speech-corpus"   # problem = "speech": a make-corpus folder; files = 10; prior = "adaptive"
+    # corpus = "data/speech-corpus"   # problem = "speech": a make-corpus folder; files = 10; prior = "utterance"
     process = "ouve"            # the base process the model was trained with
     samples = 256
     seed = 0
@@ -122,7 +122,7 @@ class ExperimentConfig:
     # problem = "speech": real recordings of a corpus's test split, enhanced with the Gaussian-prior model
     corpus: str = ""
     files: int | None = None  # test files used (default: all)
-    prior: str = "adaptive"  # adaptive | stationary Gaussian prior
+    prior: str = "utterance"  # utterance | adaptive | stationary Gaussian prior (speech.gaussian)
 
     @property
     def conditional(self) -> bool:

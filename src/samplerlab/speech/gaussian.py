@@ -16,15 +16,20 @@ Gaussian is linear (Tweedie; Efron 2011):
 So every solver enhances real recordings with a model whose score is exact: metric differences between
 samplers are discretisation error alone, and the gap to a trained network is fitting error.
 
-Two priors for X, both Gaussian so that all of the above stays closed form:
-- ``stationary`` (the model above): v_x(f) from the clean training split. Speech is sparse in time,
-  so this prior spreads speech energy over silent frames too, and a posterior *sample* carries the
-  error variance P on top of the Wiener estimate's: it does not beat the noisy input on the
-  synthetic corpus (measured, see docs/speech.md).
-- ``adaptive`` (the default): v_x(f, n) = max(mean of |Y|^2 over ``smooth_frames`` frames - v_n(f),
-  floor v_n(f)), the local maximum-likelihood estimate of the clean power from y itself
-  (the "power subtraction" a priori SNR of Ephraim & Malah 1984), with v_n(f) still from the
-  training split. Given y the model is again a Gaussian with a closed-form posterior.
+Three Gaussian models, all Gaussian given y so that everything above stays closed form:
+- ``stationary`` (the model above, as the speech issue specifies): v_x(f) and v_n(f) from the clean
+  training split. Speech is sparse in time, so this prior spreads speech energy over silent frames
+  too, and a posterior *sample* carries the error variance P on top of the Wiener estimate's: it does
+  not beat the noisy input on the synthetic corpus (measured, see docs/speech.md).
+- ``adaptive``: v_x(f, n) = max(local mean of |Y|^2 - v_n(f), floor v_n(f)), the local maximum-
+  likelihood estimate of the clean power from y itself (the "power subtraction" a priori SNR of
+  Ephraim & Malah 1984, Sec. IV), with v_n(f) still from the training split. The training split mixes
+  SNRs from 0 to 20 dB and four noise colours, so one v_n(f) is wrong for almost every recording.
+- ``utterance`` (the default): the same v_x(f, n), and v_n(f) estimated from the recording itself:
+  the mean of |Y_f|^2 over its quietest ``noise_quantile`` of frames (by frame energy), where speech
+  is absent and Y = N (a fixed-quantile form of Martin 2001's minimum statistics). This empirical-Bayes
+  model needs nothing from training; it is what makes a Gaussian prior beat the noisy input.
+The local mean runs over ``smooth_frames`` frames x ``smooth_bins`` frequency bins.
 """
 
 from __future__ import annotations
@@ -53,45 +58,76 @@ def channels_to_complex(x: Tensor) -> Tensor:
     return torch.complex(x[..., 0, :, :], x[..., 1, :, :])
 
 
-PRIORS = ("adaptive", "stationary")
+PRIORS = ("utterance", "adaptive", "stationary")
 
 
 @dataclass
 class GaussianSpeechPrior:
-    clean_var: Tensor  # (F,) E|X_f|^2
-    noise_var: Tensor  # (F,) E|Y_f - X_f|^2
+    clean_var: Tensor | None = None  # (F,) E|X_f|^2 over the training split; None: ``utterance`` only
+    noise_var: Tensor | None = None  # (F,) E|Y_f - X_f|^2
     spec: SpecConfig = SpecConfig()
     frames: int = 0  # frames the variances were estimated from
     files: int = 0
-    mode: str = "adaptive"
-    smooth_frames: int = 5
+    mode: str = "utterance"
+    smooth_frames: int = 3
+    smooth_bins: int = 3
+    noise_quantile: float = 0.1
     floor: float = 1e-3
 
     def __post_init__(self):
+        if self.mode not in PRIORS:
+            raise ValueError(f"unknown Gaussian prior {self.mode!r}; valid: {', '.join(PRIORS)}")
+        for name in ("smooth_frames", "smooth_bins"):
+            k = getattr(self, name)
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"{name} must be odd and >= 1, got {k}")
+        if not 0 < self.noise_quantile <= 1:
+            raise ValueError(f"noise_quantile must be in (0, 1], got {self.noise_quantile}")
+        if (self.clean_var is None) != (self.noise_var is None):
+            raise ValueError("give both clean_var and noise_var, or neither")
+        if self.clean_var is None:
+            if self.mode != "utterance":
+                raise ValueError(f"the {self.mode} Gaussian prior needs variances fitted on a training split "
+                                 "(fit_gaussian_prior / samplerlab speech fit-gaussian); only 'utterance' needs none")
+            return
         self.clean_var = torch.as_tensor(self.clean_var, dtype=torch.float64)
         self.noise_var = torch.as_tensor(self.noise_var, dtype=torch.float64)
         if self.clean_var.shape != self.noise_var.shape or self.clean_var.ndim != 1:
             raise ValueError("clean_var and noise_var must be 1-D of the same length (one per frequency bin)")
         if bool((self.clean_var <= 0).any()) or bool((self.noise_var <= 0).any()):
             raise ValueError("variances must be positive")
-        if self.mode not in PRIORS:
-            raise ValueError(f"unknown Gaussian prior {self.mode!r}; valid: {', '.join(PRIORS)}")
-        if self.smooth_frames < 1 or self.smooth_frames % 2 == 0:
-            raise ValueError(f"smooth_frames must be odd and >= 1, got {self.smooth_frames}")
 
     def with_mode(self, mode: str) -> "GaussianSpeechPrior":
         return dataclasses.replace(self, mode=mode)
 
+    @property
+    def fitted(self) -> bool:
+        """Whether training-split variances are present (``stationary`` / ``adaptive`` need them)."""
+        return self.clean_var is not None
+
     def variances(self, y: Tensor) -> tuple[Tensor, Tensor]:
         """(v_x, v_n) broadcastable against (..., F, T) for the observation y in channels (..., 2, F, T)."""
-        vn = self._per_bin(self.noise_var, y)
         if self.mode == "stationary":
-            return self._per_bin(self.clean_var, y), vn
+            return self._per_bin(self.clean_var, y), self._per_bin(self.noise_var, y)
         power = y[..., 0, :, :] ** 2 + y[..., 1, :, :] ** 2
-        flat = power.reshape(-1, 1, power.shape[-1])
-        k = self.smooth_frames
-        local = torch.nn.functional.avg_pool1d(flat, k, 1, k // 2, count_include_pad=False).reshape(power.shape)
-        return torch.maximum(local - vn, self.floor * vn), vn
+        vn = self.utterance_noise(power) if self.mode == "utterance" else self._per_bin(self.noise_var, y)
+        flat = power.reshape(-1, 1, *power.shape[-2:])
+        kf, kt = self.smooth_bins, self.smooth_frames
+        local = torch.nn.functional.avg_pool2d(flat, (kf, kt), 1, (kf // 2, kt // 2), count_include_pad=False)
+        return torch.maximum(local.reshape(power.shape) - vn, self.floor * vn), vn
+
+    def utterance_noise(self, power: Tensor) -> Tensor:
+        """v_n(f) of each recording, shaped (..., F, 1): the mean power of its quietest frames. Frames of
+        exactly zero energy (padding) are not counted."""
+        energy = power.sum(-2)  # (..., T)
+        count = (energy > 0).sum(-1, keepdim=True).clamp_min(1)
+        k = max(1, int(self.noise_quantile * power.shape[-1]))
+        keep = torch.ceil(self.noise_quantile * count).clamp(1, k)  # per recording: its own quantile
+        order = torch.where(energy > 0, energy, torch.inf).argsort(-1)[..., :k]
+        chosen = torch.gather(power, -1, order.unsqueeze(-2).expand(*power.shape[:-1], k))
+        weight = (torch.arange(k, device=power.device) < keep).to(power.dtype).unsqueeze(-2)
+        vn = (chosen * weight).sum(-1, keepdim=True) / keep.unsqueeze(-1)
+        return vn.clamp_min(torch.finfo(power.dtype).tiny)
 
     def gain_for(self, y: Tensor) -> Tensor:
         vx, vn = self.variances(y)
@@ -122,6 +158,8 @@ class GaussianSpeechPrior:
         return mu + half_p / (half_p + sig**2) * (u_hat - mu)
 
     def save(self, path: str | Path) -> Path:
+        if not self.fitted:
+            raise ValueError("an utterance-only Gaussian prior has no fitted variances to save")
         path = Path(path)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
@@ -168,10 +206,13 @@ def fit_gaussian_prior(pairs, spec: SpecConfig = SpecConfig(), progress: bool = 
 PRIOR_FILE = "gaussian_prior.npz"  # where a corpus keeps its fitted prior
 
 
-def corpus_prior(corpus: str | Path, mode: str = "adaptive", progress: bool = False) -> GaussianSpeechPrior:
-    """The prior of a corpus's train split: loaded from CORPUS/gaussian_prior.npz, or fitted and saved there."""
+def corpus_prior(corpus: str | Path, mode: str = "utterance", progress: bool = False) -> GaussianSpeechPrior:
+    """The prior of a corpus's train split: loaded from CORPUS/gaussian_prior.npz, or fitted and saved there.
+    The ``utterance`` prior needs no training split and fits nothing."""
     from .data import find_speech_pairs
 
+    if mode == "utterance":
+        return GaussianSpeechPrior(mode=mode)
     cached = Path(corpus) / PRIOR_FILE
     if cached.exists():
         return GaussianSpeechPrior.load(cached).with_mode(mode)
