@@ -409,3 +409,22 @@ def test_ouve_sigma_distribution_covers_t_eps_to_one():
     t = p.t_of_sigma(sigma.double())
     assert abs(float(t.mean()) - (p.t_min + p.t_max) / 2) < 0.02  # t is uniform
     assert noise.shape == (4000, 3)
+
+
+@needs_espeak
+def test_default_enhancement_beats_the_noisy_input(tmp_path):
+    """The speech issue's bar: the utterance Gaussian prior with SGMSE+'s default sampler (30 steps, PC with
+    snr 0.5, final denoising step) raises mean PESQ and SI-SDR over the noisy recordings of a test split
+    (8 files, SNR 4-20 dB, brown / pink / babble noise; measured +0.22 PESQ, +1.1 dB; babble loses)."""
+    from samplerlab.speech.enhance import enhance
+
+    make_corpus(tmp_path, CorpusConfig(train=0, valid=0, test=8, seed=3))
+    prior = GaussianSpeechPrior(mode="utterance")
+    before, after = [], []
+    for pair in find_pairs(tmp_path, "test"):
+        clean, noisy = load_pair(pair)
+        before.append(speech_metrics(clean, noisy, ("pesq", "si_sdr")))
+        after.append(speech_metrics(clean, enhance(noisy, prior, seed=0).wav, ("pesq", "si_sdr")))
+    for m in ("pesq", "si_sdr"):
+        gain = np.mean([a[m] for a in after]) - np.mean([b[m] for b in before])
+        assert gain > {"pesq": 0.1, "si_sdr": 0.5}[m], (m, before, after)
