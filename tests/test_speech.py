@@ -310,7 +310,7 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
     assert main(["enhance", str(corpus / "test" / "noisy"), "--model", "ckpt", "--no-progress"]) == 2
     assert "ckpt: no such checkpoint folder" in capsys.readouterr().err
     assert main(["enhance", str(corpus / "test" / "noisy"), "--prior-mode", "stationary", "--no-progress"]) == 2
-    assert "needs --corpus" in capsys.readouterr().err
+    assert "stationary Gaussian prior needs a corpus" in capsys.readouterr().err
     assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--solver", "heun", "--snr", "0.3",
                  "--no-progress"]) == 2
     assert "has no snr parameter" in capsys.readouterr().err
@@ -344,12 +344,14 @@ def test_runner_enhances_a_speech_corpus_and_resumes(corpus, tmp_path):
     want_nfe = solver_from_spec("pc:corrector=annealed-langevin:snr=0.5").nfe(4)
     assert all(r["metrics"]["si_sdr"]["n"] == 2 and r["nfe"] == want_nfe for r in lines), lines
     text = (tmp_path / "run" / "tables.md").read_text()
-    assert "*noisy input y*" in text and "*exact posterior mean (Wiener)*" in text
+    assert "*noisy input y*" in text and "*utterance Gaussian prior's posterior mean (Wiener)*" in text
     assert run_experiment(config, tmp_path / "run", progress=False)["reused"] == 2
     with pytest.raises(ValueError, match="needs corpus"):
         ExperimentConfig(name="x", problem="speech", studies=config.studies).validate()
     with pytest.raises(ValueError, match="unknown metrics \\['snr_db'\\]"):
         ExperimentConfig(name="x", problem="speech", corpus="c", metrics=["snr_db"], studies=config.studies).validate()
+    with pytest.raises(ValueError, match="need dnsmos = 'DIR'"):
+        ExperimentConfig(name="x", problem="speech", corpus="c", metrics=["dnsmos_ovrl"], studies=config.studies).validate()
 
 
 # -- the trainable score network ------------------------------------------------------------------------
@@ -392,6 +394,13 @@ def test_speech_train_resumes_and_its_checkpoint_enhances(corpus, tmp_path, caps
     assert "the network in" in capsys.readouterr().out
     enhanced, noisy = load_pair(find_pairs(corpus, "test")[0].__class__("a", tmp_path / "enh" / "a.wav", one / "a.wav"))
     assert enhanced.shape == noisy.shape and bool(torch.isfinite(enhanced).all())
+    # the runner enhances with the checkpoint too (model = CHECKPOINT)
+    from samplerlab.experiments.runner import ExperimentConfig, StudyConfig, run_experiment
+
+    config = ExperimentConfig(name="net", problem="speech", process="ouve", corpus=str(corpus), files=1,
+                              model=str(tmp_path / "net"), metrics=["si_sdr"],
+                              studies=[StudyConfig("s", ["pc:corrector=annealed-langevin:snr=0.5"], steps=[2])])
+    assert run_experiment(config, tmp_path / "study", progress=False)["computed"] == 1
     toy = tmp_path / "toy"
     assert main(["train", "--data", "moons", "--samples", "64", "--steps", "1", "--batch-size", "8", "--hidden", "8",
                  "--depth", "1", "--out", str(toy), "--no-progress"]) == 0

@@ -416,19 +416,6 @@ def _cmd_make_corpus(args) -> int:
     return 0
 
 
-def _gaussian_prior(corpus: str | None, prior_file: str | None, mode: str):
-    from .speech.gaussian import GaussianSpeechPrior, corpus_prior
-
-    if prior_file:
-        return GaussianSpeechPrior.load(prior_file).with_mode(mode)
-    if mode == "utterance":
-        return GaussianSpeechPrior(mode=mode)
-    if not corpus:
-        raise ValueError(f"--model gaussian --prior-mode {mode} needs --corpus DIR (its train split) or --prior FILE; "
-                         "the default --prior-mode utterance needs neither")
-    return corpus_prior(corpus, mode)
-
-
 def _cmd_fit_gaussian(args) -> int:
     from .speech.data import find_speech_pairs
     from .speech.gaussian import PRIOR_FILE, fit_gaussian_prior
@@ -444,22 +431,10 @@ def _cmd_enhance(args) -> int:
     from .io import atomic_write_text
     from .solvers import solver_from_spec
     from .speech.data import SpeechPair, load_pair
-    from .speech.enhance import enhance
+    from .speech.enhance import enhance, load_enhancement_model
     from .speech.frontend import save_wav
 
-    import torch
-
-    if args.model == "gaussian":
-        model, pad, dtype, label = _gaussian_prior(args.corpus, args.prior, args.prior_mode), 1, torch.float64, \
-            f"the {args.prior_mode} Gaussian prior"
-    else:
-        from .training import load_checkpoint
-
-        model, meta = load_checkpoint(args.model)
-        if meta["config"].get("net") != "speech-unet":
-            raise ValueError(f"--model {args.model}: not a speech score network (samplerlab speech train writes one); "
-                             "or use --model gaussian")
-        pad, dtype, label = model.net.down_factor, torch.float32, f"the network in {args.model}"
+    model = load_enhancement_model(args.model, corpus=args.corpus, prior_file=args.prior, prior_mode=args.prior_mode)
     solver = solver_from_spec(args.solver)
     if args.snr is not None:
         if not hasattr(solver, "snr"):
@@ -478,12 +453,12 @@ def _cmd_enhance(args) -> int:
         it = tqdm(files, desc="enhance", unit="file")
     for f in it:
         _, noisy = load_pair(SpeechPair(f.stem, None, f))
-        r = enhance(noisy, model, solver, steps=args.steps, seed=args.seed, pad_multiple=pad, dtype=dtype,
-                    final_denoise=not args.no_final_denoise)
+        r = enhance(noisy, model.denoiser, solver, steps=args.steps, seed=args.seed, pad_multiple=model.pad_multiple,
+                    dtype=model.dtype, final_denoise=not args.no_final_denoise)
         save_wav(out / f.name, r.wav)
         total_audio += r.audio_seconds
         total_time += r.seconds
-    print(f"enhanced {len(files)} file(s) into {out} with {label}, {solver.describe()}, "
+    print(f"enhanced {len(files)} file(s) into {out} with {model.label}, {solver.describe()}, "
           f"{args.steps} steps ({r.nfe} NFE per file); real-time factor {total_time / total_audio:.3f} "
           f"({total_time:.1f} s for {total_audio:.1f} s of audio)")
     atomic_write_text(out / "enhance.json", json.dumps({"solver": args.solver, "steps": args.steps, "snr": args.snr,
@@ -519,10 +494,22 @@ def _cmd_speech_eval(args) -> int:
     import numpy as np
 
     from .io import atomic_write_text
-    from .metrics.speech import SPEECH_METRICS, speech_metrics
+    from .metrics.speech import LOWER_IS_BETTER, available_metrics, speech_metrics
     from .speech.data import SpeechPair, load_pair
 
-    which = _csv_list(args.metrics) if args.metrics else list(SPEECH_METRICS)
+    dnsmos = None
+    if args.dnsmos:
+        from .metrics.dnsmos import DNSMOS
+
+        dnsmos = DNSMOS(args.dnsmos)
+    which = _csv_list(args.metrics) if args.metrics else list(available_metrics(dnsmos))
+    if not args.metrics:
+        if "warpq" not in which:
+            print("WARP-Q skipped: it is an optional extra (pip install 'samplerlab[warpq]')")
+        if dnsmos is None:
+            print("DNSMOS skipped: pass --dnsmos DIR, a folder with the DNSMOS P.835 model (sig_bak_ovr.onnx)")
+    if dnsmos is not None and dnsmos.calibration is None:
+        print(f"DNSMOS: no calibration.json in {args.dnsmos}; the scores are the network's raw outputs")
     clean_dir = Path(args.clean)
     sets = {"noisy": args.noisy, "enhanced": args.enhanced}
     rows = {}
@@ -535,12 +522,13 @@ def _cmd_speech_eval(args) -> int:
         values = {m: [] for m in which}
         for f in files:
             clean, est = load_pair(SpeechPair(f.stem, clean_dir / f.name, f))
-            for m, v in speech_metrics(clean, est, which).items():
+            for m, v in speech_metrics(clean, est, which, dnsmos=dnsmos).items():
                 values[m].append(v)
         rows[label] = {m: (float(np.mean(v)), float(np.std(v)), len(v)) for m, v in values.items()}
     if not rows:
         raise ValueError("give --enhanced DIR and / or --noisy DIR to compare with --clean DIR")
-    lines = ["| signal | " + " | ".join(which) + " |", "| --- |" + " --- |" * len(which)]
+    header = [f"{m} (lower is better)" if m in LOWER_IS_BETTER else m for m in which]
+    lines = ["| signal | " + " | ".join(header) + " |", "| --- |" + " --- |" * len(which)]
     for label, r in rows.items():
         lines.append(f"| {label} ({next(iter(r.values()))[2]} files) | "
                      + " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in which) + " |")
@@ -758,7 +746,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--clean", required=True, help="folder of clean references (matched by file name)")
     se.add_argument("--enhanced", help="folder of enhanced files")
     se.add_argument("--noisy", help="folder of noisy inputs (the baseline)")
-    se.add_argument("--metrics", help="comma-separated subset of pesq,stoi,estoi,si_sdr")
+    se.add_argument("--metrics", help="comma-separated subset of pesq,stoi,estoi,si_sdr,warpq,dnsmos_sig,dnsmos_bak,"
+                                      "dnsmos_ovrl (default: all that run here)")
+    se.add_argument("--dnsmos", metavar="DIR", help="folder with the DNSMOS P.835 model (sig_bak_ovr.onnx, optional "
+                                                    "calibration.json) for the dnsmos_* scores; none is downloaded")
     se.add_argument("--out", help="JSON file for the figures")
     se.set_defaults(func=_cmd_speech_eval)
 

@@ -13,7 +13,8 @@ TOML layout::
     [experiment]
     name = "schedule-study"
     problem = "ouve-gmm"        # conditional (ouve-gmm), unconditional (ring, gmm64, gauss16) or "speech"
-    # corpus = "data/speech-corpus"   # problem = "speech": a make-corpus folder; files = 10; prior = "utterance"
+    # corpus = "data/speech-corpus"   # problem = "speech": a make-corpus folder; files = 10; prior = "utterance";
+    #                                   model = "gaussian" or a speech train checkpoint; dnsmos = "MODEL_DIR"
     process = "ouve"            # the base process the model was trained with
     samples = 256
     seed = 0
@@ -122,7 +123,9 @@ class ExperimentConfig:
     # problem = "speech": real recordings of a corpus's test split, enhanced with the Gaussian-prior model
     corpus: str = ""
     files: int | None = None  # test files used (default: all)
+    model: str = "gaussian"  # gaussian, or a checkpoint folder from samplerlab speech train
     prior: str = "utterance"  # utterance | adaptive | stationary Gaussian prior (speech.gaussian)
+    dnsmos: str = ""  # DNSMOS P.835 model folder (metrics.dnsmos), for the dnsmos_* metrics
 
     @property
     def conditional(self) -> bool:
@@ -143,10 +146,13 @@ class ExperimentConfig:
             raise ValueError("problem = 'speech' needs corpus = 'DIR' (a samplerlab speech make-corpus folder)")
         valid = SPEECH_METRICS if self.speech else CONDITIONAL_METRICS if self.conditional else UNCONDITIONAL_METRICS
         if not self.metrics:
-            self.metrics = list(valid)
+            self.metrics = list(DEFAULT_SPEECH_METRICS if self.speech else valid)
         bad = [m for m in self.metrics if m not in valid]
         if bad:
             raise ValueError(f"unknown metrics {bad} for problem {self.problem!r}; valid: {', '.join(valid)}")
+        if any(m.startswith("dnsmos_") for m in self.metrics) and not self.dnsmos:
+            raise ValueError("the dnsmos_* metrics need dnsmos = 'DIR', the folder with the DNSMOS P.835 model "
+                             "(sig_bak_ovr.onnx); samplerlab downloads no weights")
         if not self.studies:
             raise ValueError("the experiment has no [[study]] blocks")
         for st in self.studies:
@@ -245,8 +251,13 @@ SPEECH_METRICS = {
     "estoi": "extended STOI (higher is better)",
     "stoi": "STOI (higher is better)",
     "si_sdr": "SI-SDR, dB (higher is better)",
+    "warpq": "raw WARP-Q (lower is better; the samplerlab[warpq] extra)",
+    "dnsmos_sig": "DNSMOS P.835 speech signal (higher is better; needs dnsmos = 'MODEL_DIR')",
+    "dnsmos_bak": "DNSMOS P.835 background (higher is better; needs dnsmos = 'MODEL_DIR')",
+    "dnsmos_ovrl": "DNSMOS P.835 overall (higher is better; needs dnsmos = 'MODEL_DIR')",
 }
-HIGHER_IS_BETTER = {"snr_db", "pesq", "estoi", "stoi", "si_sdr"}
+DEFAULT_SPEECH_METRICS = ["pesq", "estoi", "stoi", "si_sdr"]  # the optional ones only when asked for
+HIGHER_IS_BETTER = {"snr_db", "pesq", "estoi", "stoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
 METRICS = {**CONDITIONAL_METRICS, **UNCONDITIONAL_METRICS, **SPEECH_METRICS}
 
 
@@ -317,15 +328,27 @@ class _Problem:
 
 
 class _SpeechProblem:
-    """The test split of a speech corpus enhanced with the exact Gaussian-prior model (``speech.gaussian``);
-    every cell enhances the same files with the same seeds, and scores them against the clean references."""
+    """The test split of a speech corpus enhanced with the exact Gaussian-prior model (``speech.gaussian``) or
+    a trained network; every cell enhances the same files with the same seeds, and scores them against the
+    clean references."""
 
     def __init__(self, config: ExperimentConfig, base: Process):
         from ..speech.data import find_speech_pairs, load_pair
+        from ..speech.enhance import load_enhancement_model
         from ..speech.gaussian import corpus_prior
 
         self.config, self.base = config, base
-        self.model = corpus_prior(config.corpus, config.prior)
+        self.model = load_enhancement_model(config.model, corpus=config.corpus, prior_mode=config.prior)
+        self.gaussian = self.model.denoiser if config.model == "gaussian" else corpus_prior(config.corpus, config.prior)
+        self.dnsmos = None
+        if config.dnsmos:
+            from ..metrics.dnsmos import DNSMOS
+
+            self.dnsmos = DNSMOS(config.dnsmos)
+        if "warpq" in config.metrics:
+            from ..metrics.speech import _warpq_model
+
+            _warpq_model(16000)  # missing extra: fail now, not after the first cell
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
         self.signals = [load_pair(p) for p in pairs]
         self.n = len(self.signals)
@@ -333,7 +356,8 @@ class _SpeechProblem:
     def _score_all(self, estimates) -> dict:
         from ..metrics.speech import speech_metrics
 
-        per = [speech_metrics(clean, est, self.config.metrics) for (clean, _), est in zip(self.signals, estimates)]
+        per = [speech_metrics(clean, est, self.config.metrics, dnsmos=self.dnsmos)
+               for (clean, _), est in zip(self.signals, estimates)]
         return {m: _summary(torch.tensor([p[m] for p in per])) for m in self.config.metrics}
 
     def baselines(self) -> dict[str, dict]:
@@ -344,16 +368,17 @@ class _SpeechProblem:
         for _, noisy in self.signals:
             peak = float(noisy.abs().max())
             y = complex_to_channels(wav_to_spec(noisy.double() / peak)).unsqueeze(0)
-            wiener.append(spec_to_wav(channels_to_complex(self.model.posterior_mean(y)[0]), noisy.shape[-1]) * peak)
+            wiener.append(spec_to_wav(channels_to_complex(self.gaussian.posterior_mean(y)[0]), noisy.shape[-1]) * peak)
         return {"noisy input y": self._score_all([n for _, n in self.signals]),
-                "exact posterior mean (Wiener)": self._score_all(wiener)}
+                f"{self.config.prior} Gaussian prior's posterior mean (Wiener)": self._score_all(wiener)}
 
     def run(self, process: Process, grid: torch.Tensor, solver) -> dict:
         from ..speech.enhance import enhance
 
         start = time.perf_counter()
-        outs = [enhance(noisy, self.model, solver, grid=grid, process=process, seed=self.config.seed + i)
-                for i, (_, noisy) in enumerate(self.signals)]
+        m = self.model
+        outs = [enhance(noisy, m.denoiser, solver, grid=grid, process=process, seed=self.config.seed + i,
+                        pad_multiple=m.pad_multiple, dtype=m.dtype) for i, (_, noisy) in enumerate(self.signals)]
         seconds = time.perf_counter() - start
         return {"nfe": outs[0].nfe, "seconds": seconds, "rtf": seconds / sum(o.audio_seconds for o in outs),
                 "metrics": self._score_all([o.wav for o in outs])}

@@ -3,23 +3,33 @@
 - SI-SDR (Le Roux et al. 2019, eq. 2): 10 log10(||a s||^2 / ||a s - s_hat||^2), a = <s_hat, s> / ||s||^2.
 - Wideband PESQ (ITU-T P.862.2) through the ``pesq`` package.
 - STOI (Taal et al. 2011) and extended STOI (Jensen & Taal 2016) through ``pystoi``.
-WARP-Q and DNSMOS are not wired in yet (see the speech issue).
+- WARP-Q (Jassim, Skoglund, Chinen & Hines, "WARP-Q: Quality Prediction for Generative Neural Speech
+  Codecs", ICASSP 2021): subsequence-DTW cost between MFCC patches of the estimate and the reference,
+  the raw score (lower is better, about 0.4 for identical signals). An optional extra, ``pip install
+  samplerlab[warpq]``: the ``warpq`` package pulls librosa, numba and pandas, and its VAD needs
+  setuptools < 81 (``pkg_resources``) and the ``numpy.lib.pad`` name numpy 2 removed (restored below).
+- DNSMOS P.835 SIG / BAK / OVRL (``metrics.dnsmos``), non-intrusive, from a user-supplied model folder.
 
-``speech_metrics`` returns the requested ones as a dict; a metric whose package is missing raises
-an error naming the package to install (``pip install samplerlab[speech]``).
+``speech_metrics`` returns the requested ones as a dict; a metric whose package (or model) is missing
+raises ``MetricUnavailable`` naming what to install or pass; ``available_metrics`` lists what runs here.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["si_sdr", "pesq_wb", "stoi", "estoi", "speech_metrics", "SPEECH_METRICS", "MetricUnavailable"]
+__all__ = ["si_sdr", "pesq_wb", "stoi", "estoi", "warpq", "speech_metrics", "available_metrics", "SPEECH_METRICS",
+           "OPTIONAL_METRICS", "ALL_METRICS", "MetricUnavailable"]
 
-SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")
+SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")  # always installed with samplerlab[speech]
+OPTIONAL_METRICS = ("warpq", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+ALL_METRICS = SPEECH_METRICS + OPTIONAL_METRICS
+LOWER_IS_BETTER = frozenset({"warpq"})
 
 
 class MetricUnavailable(RuntimeError):
@@ -68,15 +78,68 @@ def estoi(reference, estimate, sample_rate: int = 16000) -> float:
     return _stoi(reference, estimate, sample_rate, True)
 
 
-_FUNCS = {"pesq": pesq_wb, "stoi": stoi, "estoi": estoi, "si_sdr": si_sdr}
+_WARPQ = {}
 
 
-def speech_metrics(reference, estimate, which=SPEECH_METRICS, sample_rate: int = 16000) -> dict[str, float]:
-    bad = [m for m in which if m not in _FUNCS]
+def _warpq_model(sample_rate: int):
+    try:
+        import numpy.lib
+
+        if not hasattr(numpy.lib, "pad"):  # pyvad (WARP-Q's VAD) calls numpy.lib.pad, removed in numpy 2
+            numpy.lib.pad = np.pad
+        with warnings.catch_warnings():  # webrtcvad's "pkg_resources is deprecated"
+            warnings.simplefilter("ignore")
+            from warpq.core import warpqMetric
+    except ImportError as e:
+        raise MetricUnavailable(f"WARP-Q is an optional extra: pip install 'samplerlab[warpq]' ({e})") from None
+    if sample_rate not in _WARPQ:
+        _WARPQ[sample_rate] = warpqMetric(sr=sample_rate, n_jobs=1)
+    return _WARPQ[sample_rate]
+
+
+def warpq(reference, estimate, sample_rate: int = 16000) -> float:
+    """The raw WARP-Q score of ``estimate`` against ``reference`` (lower is better)."""
+    ref, est = _np(reference), _np(estimate)
+    peak = max(float(np.abs(ref).max(initial=0)), float(np.abs(est).max(initial=0)))
+    if peak > 1:  # its VAD takes float audio in [-1, 1]; one gain for both keeps the comparison fair
+        ref, est = ref / peak, est / peak
+    result = _warpq_model(sample_rate).evaluate(ref, est, arr_sr=sample_rate)
+    return float(result["raw_warpq_score"])
+
+
+_FUNCS = {"pesq": pesq_wb, "stoi": stoi, "estoi": estoi, "si_sdr": si_sdr, "warpq": warpq}
+
+
+def available_metrics(dnsmos=None) -> tuple[str, ...]:
+    """The metrics that run here: the standard four, WARP-Q when its extra is installed, DNSMOS when a
+    model (``metrics.dnsmos.DNSMOS``) is given."""
+    out = list(SPEECH_METRICS)
+    try:
+        _warpq_model(16000)
+        out.append("warpq")
+    except MetricUnavailable:
+        pass
+    if dnsmos is not None:
+        out += ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"]
+    return tuple(out)
+
+
+def speech_metrics(reference, estimate, which=SPEECH_METRICS, sample_rate: int = 16000, dnsmos=None) -> dict[str, float]:
+    """The metrics ``which`` of ``estimate`` against ``reference``; ``dnsmos``: a ``metrics.dnsmos.DNSMOS``
+    (the DNSMOS scores ignore the reference)."""
+    bad = [m for m in which if m not in ALL_METRICS]
     if bad:
-        raise ValueError(f"unknown speech metrics {bad}; valid: {', '.join(_FUNCS)}")
+        raise ValueError(f"unknown speech metrics {bad}; valid: {', '.join(ALL_METRICS)}")
     out = {}
+    dnsmos_scores = None
     for name in which:
+        if name.startswith("dnsmos_"):
+            if dnsmos is None:
+                raise MetricUnavailable(f"{name} needs a DNSMOS model folder (sig_bak_ovr.onnx from the DNS Challenge): "
+                                        "pass --dnsmos DIR (or dnsmos=DNSMOS(DIR))")
+            dnsmos_scores = dnsmos_scores or dnsmos(estimate, sample_rate).as_metrics()
+            out[name] = dnsmos_scores[name]
+            continue
         fn = _FUNCS[name]
         out[name] = fn(reference, estimate) if name == "si_sdr" else fn(reference, estimate, sample_rate)
     return out

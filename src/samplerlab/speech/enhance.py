@@ -26,7 +26,7 @@ from ..solvers import Solver, solver_from_spec
 from .frontend import SpecConfig, pad_to_multiple, spec_to_wav, wav_to_spec
 from .gaussian import channels_to_complex, complex_to_channels
 
-__all__ = ["SGMSE_SOLVER", "EnhanceResult", "enhance"]
+__all__ = ["SGMSE_SOLVER", "EnhanceResult", "EnhancementModel", "load_enhancement_model", "enhance"]
 
 SGMSE_SOLVER = "pc:predictor=reverse-diffusion:corrector=annealed-langevin:snr=0.5"
 
@@ -42,6 +42,42 @@ class EnhanceResult:
     def real_time_factor(self) -> float:
         """Processing time over audio duration (< 1: faster than real time)."""
         return self.seconds / self.audio_seconds
+
+
+@dataclass
+class EnhancementModel:
+    """A denoiser of the OUVE residual with what ``enhance`` needs to run it."""
+
+    denoiser: object  # D(u_hat, sigma, y=...)
+    pad_multiple: int  # frames the input must be a multiple of
+    dtype: torch.dtype
+    label: str
+
+
+def load_enhancement_model(model: str = "gaussian", *, corpus=None, prior_file=None,
+                           prior_mode: str = "utterance") -> EnhancementModel:
+    """``model``: "gaussian" (the Gaussian-prior model, ``speech.gaussian``; the stationary / adaptive
+    priors are fitted on ``corpus``'s train split or read from ``prior_file``) or a checkpoint folder
+    written by ``samplerlab speech train``."""
+    if model == "gaussian":
+        from .gaussian import GaussianSpeechPrior, corpus_prior
+
+        if prior_file:
+            prior = GaussianSpeechPrior.load(prior_file).with_mode(prior_mode)
+        elif prior_mode == "utterance":
+            prior = GaussianSpeechPrior(mode=prior_mode)
+        elif corpus:
+            prior = corpus_prior(corpus, prior_mode)
+        else:
+            raise ValueError(f"the {prior_mode} Gaussian prior needs a corpus (its train split; --corpus DIR) or a "
+                             "prior file (--prior FILE); the default utterance prior needs neither")
+        return EnhancementModel(prior, 1, torch.float64, f"the {prior_mode} Gaussian prior")
+    from ..training import load_checkpoint
+
+    net, meta = load_checkpoint(model)
+    if meta["config"].get("net") != "speech-unet":
+        raise ValueError(f"{model}: not a speech score network (samplerlab speech train writes one); or use gaussian")
+    return EnhancementModel(net, net.net.down_factor, torch.float32, f"the network in {model}")
 
 
 def enhance(noisy: Tensor, model, solver: Solver | str = SGMSE_SOLVER, *, steps: int = 30, grid: Tensor | None = None,

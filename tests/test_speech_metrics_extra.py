@@ -1,0 +1,123 @@
+"""DNSMOS through onnxruntime on a model folder the test writes (a tiny ONNX graph with known outputs), and
+WARP-Q when its optional extra is installed (its absence is reported, not an error of the library)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from samplerlab.metrics.dnsmos import DNSMOS, WINDOW_SECONDS, windows
+from samplerlab.metrics.speech import MetricUnavailable, available_metrics, speech_metrics
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+
+def _write_model(folder, name="sig_bak_ovr.onnx"):
+    """A P.835-shaped model: waveform (1, n) -> (1, 3) = [mean x^2, mean |x|, max x]."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, None])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])
+    nodes = [helper.make_node("Mul", ["input_1", "input_1"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["a"], axes=[1], keepdims=1),
+             helper.make_node("Abs", ["input_1"], ["ab"]),
+             helper.make_node("ReduceMean", ["ab"], ["b"], axes=[1], keepdims=1),
+             helper.make_node("ReduceMax", ["input_1"], ["c"], axes=[1], keepdims=1),
+             helper.make_node("Concat", ["a", "b", "c"], ["scores"], axis=1)]
+    model = helper.make_model(helper.make_graph(nodes, "p835", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(folder / name))
+    return folder
+
+
+def _expected(wav):
+    segs = windows(wav.astype(np.float32))
+    return np.mean([[np.mean(s.astype(np.float64) ** 2), np.mean(np.abs(s)), s.max()] for s in segs], axis=0), len(segs)
+
+
+def test_windows_follow_the_protocol():
+    rate = 16000
+    n = int(np.ceil(WINDOW_SECONDS * rate))
+    assert len(windows(np.ones(20 * rate))) == 11  # 9.01 s windows at a 1 s hop over 20 s
+    short = np.arange(3 * rate, dtype=np.float64)
+    (seg,) = windows(short)  # tiled to one window
+    assert seg.size == n and seg[3 * rate] == 0 and seg[-1] == short[(n - 1) % short.size]
+    with pytest.raises(ValueError, match="empty"):
+        windows(np.zeros(0))
+
+
+def test_dnsmos_runs_the_model_over_windows_and_calibrates(tmp_path):
+    folder = _write_model(tmp_path / "dnsmos")
+    g = np.random.default_rng(0)
+    wav = 0.1 * g.standard_normal(12 * 16000)
+    want, count = _expected(wav)
+    scores = DNSMOS(folder)(wav)
+    assert not scores.calibrated and scores.windows == count == 3
+    assert np.allclose([scores.sig, scores.bak, scores.ovrl], want, rtol=1e-5)
+    # the polynomials of calibration.json map raw outputs to MOS
+    cal = {"sig": [2.0, 1.0], "bak": [1.0, 0.0, 3.0], "ovrl": [4.0]}
+    (folder / "calibration.json").write_text(json.dumps(cal))
+    scores = DNSMOS(folder)(wav)
+    assert scores.calibrated
+    assert np.allclose([scores.sig, scores.bak, scores.ovrl], [2 * want[0] + 1, want[1] ** 2 + 3, 4.0], rtol=1e-5)
+    m = speech_metrics(wav, wav, ["dnsmos_ovrl", "si_sdr"], dnsmos=DNSMOS(folder))
+    assert m["dnsmos_ovrl"] == pytest.approx(4.0) and m["si_sdr"] == float("inf")
+    assert "dnsmos_bak" in available_metrics(DNSMOS(folder))
+
+
+def test_dnsmos_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="no such DNSMOS model folder"):
+        DNSMOS(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no sig_bak_ovr.onnx, and 0 other"):
+        DNSMOS(tmp_path / "empty")
+    folder = _write_model(tmp_path / "other", name="p835.onnx")  # one other .onnx file: used
+    assert DNSMOS(folder).model_path.name == "p835.onnx"
+    (folder / "calibration.json").write_text(json.dumps({"sig": [1.0]}))
+    with pytest.raises(ValueError, match="calibration.json: expected"):
+        DNSMOS(folder)
+    with pytest.raises(MetricUnavailable, match="--dnsmos DIR"):
+        speech_metrics(np.ones(100), np.ones(100), ["dnsmos_sig"])
+    with pytest.raises(ValueError, match="at 16000 Hz"):
+        DNSMOS(_write_model(tmp_path / "ok"))(np.ones(100), sample_rate=8000)
+
+
+def test_warpq_scores_or_says_how_to_install():
+    g = np.random.default_rng(0)
+    t = np.arange(3 * 16000) / 16000
+    clean = np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 2 * t) > 0) + 0.01 * g.standard_normal(t.size)
+    noisy = clean + 0.3 * g.standard_normal(t.size)
+    try:
+        m = speech_metrics(clean, noisy, ["warpq"])
+    except MetricUnavailable as e:
+        assert "samplerlab[warpq]" in str(e)
+        assert "warpq" not in available_metrics()
+        return
+    assert speech_metrics(clean, clean, ["warpq"])["warpq"] < m["warpq"]  # lower is better
+    assert "warpq" in available_metrics()
+
+
+def test_speech_eval_command_reports_dnsmos_and_says_what_it_skipped(tmp_path, capsys):
+    import soundfile as sf
+
+    from samplerlab.cli import main
+
+    g = np.random.default_rng(1)
+    for folder in ("clean", "noisy"):
+        (tmp_path / folder).mkdir()
+    t = np.arange(2 * 16000) / 16000
+    clean = 0.5 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 1.5 * t) > 0)
+    sf.write(tmp_path / "clean" / "a.wav", clean, 16000)
+    sf.write(tmp_path / "noisy" / "a.wav", clean + 0.05 * g.standard_normal(t.size), 16000)
+    model = _write_model(tmp_path / "dnsmos")
+    assert main(["speech", "eval", "--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"),
+                 "--metrics", "si_sdr,dnsmos_ovrl", "--dnsmos", str(model), "--out", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "raw outputs" in out and "| noisy (1 files) |" in out
+    got = json.loads((tmp_path / "m.json").read_text())["noisy"]["dnsmos_ovrl"]["mean"]
+    noisy = sf.read(tmp_path / "noisy" / "a.wav", dtype="float32")[0]
+    assert got == pytest.approx(_expected(noisy)[0][2], rel=1e-5)  # max of the window: the third output
+    assert main(["speech", "eval", "--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy")]) == 0
+    assert "DNSMOS skipped: pass --dnsmos DIR" in capsys.readouterr().out
