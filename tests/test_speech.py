@@ -12,7 +12,7 @@ import torch
 
 from samplerlab.data import DataError
 from samplerlab.grids import uniform_time
-from samplerlab.metrics.speech import estoi, pesq_wb, si_sdr, speech_metrics, stoi
+from samplerlab.metrics.speech import available_metrics, estoi, pesq_wb, si_sdr, speech_metrics, stoi
 from samplerlab.noise import SampleNoise
 from samplerlab.sampling import prior_sample, sample
 from samplerlab.schedules import OUVE
@@ -306,7 +306,14 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
                  "--enhanced", str(out), "--out", str(tmp_path / "m.json")]) == 0
     text = capsys.readouterr().out
     assert "| noisy (3 files) |" in text and "| enhanced (3 files) |" in text
-    assert set(json.loads((tmp_path / "m.json").read_text())["enhanced"]) == {"pesq", "stoi", "estoi", "si_sdr"}
+    assert set(json.loads((tmp_path / "m.json").read_text())["enhanced"]) == set(available_metrics())  # + warpq where installed
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(find_pairs(corpus, "test")[0].noisy, one / "a.wav")
+    for flag, nfe in (([], 5), (["--no-final-denoise"], 6)):  # pc: 2 calls a step; the step to 0 takes one
+        assert main(["enhance", str(one), "--steps", "3", "--out", str(tmp_path / "e1"), "--no-progress", *flag]) == 0
+        assert f"({nfe} NFE per file)" in capsys.readouterr().out
+        assert json.loads((tmp_path / "e1" / "enhance.json").read_text())["final_denoise"] is (not flag)
     assert main(["enhance", str(corpus / "test" / "noisy"), "--model", "ckpt", "--no-progress"]) == 2
     assert "ckpt: no such checkpoint folder" in capsys.readouterr().err
     assert main(["enhance", str(corpus / "test" / "noisy"), "--prior-mode", "stationary", "--no-progress"]) == 2
