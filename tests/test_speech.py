@@ -312,7 +312,8 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
     shutil.copy(find_pairs(corpus, "test")[0].noisy, one / "a.wav")
     for flag, nfe in (([], 5), (["--no-final-denoise"], 6)):  # pc: 2 calls a step; the step to 0 takes one
         assert main(["enhance", str(one), "--steps", "3", "--out", str(tmp_path / "e1"), "--no-progress", *flag]) == 0
-        assert f"({nfe} NFE per file)" in capsys.readouterr().out
+        text = capsys.readouterr().out
+        assert f"({nfe} NFE per file)" in text and "corrector=annealed-langevin" in text and "snr=0.5" in text
         assert json.loads((tmp_path / "e1" / "enhance.json").read_text())["final_denoise"] is (not flag)
     assert main(["enhance", str(corpus / "test" / "noisy"), "--model", "ckpt", "--no-progress"]) == 2
     assert "ckpt: no such checkpoint folder" in capsys.readouterr().err

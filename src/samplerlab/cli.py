@@ -431,11 +431,11 @@ def _cmd_enhance(args) -> int:
     from .io import atomic_write_text
     from .solvers import solver_from_spec
     from .speech.data import SpeechPair, load_pair
-    from .speech.enhance import enhance, load_enhancement_model
+    from .speech.enhance import SGMSE_SOLVER, enhance, load_enhancement_model
     from .speech.frontend import save_wav
 
     model = load_enhancement_model(args.model, corpus=args.corpus, prior_file=args.prior, prior_mode=args.prior_mode)
-    solver = solver_from_spec(args.solver)
+    solver = solver_from_spec(SGMSE_SOLVER if args.solver == "pc" else args.solver)
     if args.snr is not None:
         if not hasattr(solver, "snr"):
             raise ValueError(f"--snr: solver {args.solver!r} has no snr parameter (the pc solvers have)")
@@ -762,8 +762,9 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--prior-mode", default="utterance", choices=list(PRIORS),
                     help="utterance (default: noise and speech variances from the recording itself), adaptive "
                          "(noise variance from the training split), stationary (both from the training split)")
-    en.add_argument("--solver", default="pc:predictor=reverse-diffusion:corrector=annealed-langevin:snr=0.5",
-                    help="solver spec (default: SGMSE+'s reverse diffusion + annealed Langevin, snr 0.5)")
+    en.add_argument("--solver", default="pc",
+                    help="solver spec; pc (default) is SGMSE+'s: reverse-diffusion predictor + annealed-Langevin "
+                         "corrector, snr 0.5 (spell out pc:... for other predictors / correctors)")
     en.add_argument("--steps", type=int, default=30)
     en.add_argument("--snr", type=float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
     en.add_argument("--no-final-denoise", action="store_true",
