@@ -28,7 +28,9 @@ Three Gaussian models, all Gaussian given y so that everything above stays close
 - ``utterance`` (the default): the same v_x(f, n), and v_n(f) estimated from the recording itself:
   the mean of |Y_f|^2 over its quietest ``noise_quantile`` of frames (by frame energy), where speech
   is absent and Y = N (a fixed-quantile form of Martin 2001's minimum statistics). This empirical-Bayes
-  model needs nothing from training; it is what makes a Gaussian prior beat the noisy input.
+  model needs nothing from training; it is what makes a Gaussian prior beat the noisy input. It
+  assumes pauses: with speech in more than 90 % of the frames it overestimates the noise, and it
+  follows non-stationary noise (babble) only on average.
 The local mean runs over ``smooth_frames`` frames x ``smooth_bins`` frequency bins.
 """
 
