@@ -520,6 +520,10 @@ def _cmd_speech_eval(args) -> int:
         if not files:
             raise ValueError(f"{folder}: no .wav files")
         values = {m: [] for m in which}
+        if not args.no_progress and len(files) > 1:
+            from tqdm.auto import tqdm
+
+            files = tqdm(files, desc=f"score {label}", unit="file", leave=False)
         for f in files:
             clean, est = load_pair(SpeechPair(f.stem, clean_dir / f.name, f))
             for m, v in speech_metrics(clean, est, which, dnsmos=dnsmos).items():
@@ -751,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--dnsmos", metavar="DIR", help="folder with the DNSMOS P.835 model (sig_bak_ovr.onnx, optional "
                                                     "calibration.json) for the dnsmos_* scores; none is downloaded")
     se.add_argument("--out", help="JSON file for the figures")
+    se.add_argument("--no-progress", action="store_true")
     se.set_defaults(func=_cmd_speech_eval)
 
     en = sub.add_parser("enhance", help="enhance noisy speech (a .wav or a folder) with any solver")
