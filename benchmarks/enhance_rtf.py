@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 
@@ -23,14 +22,7 @@ from samplerlab.speech.frontend import SpecConfig, pad_to_multiple, wav_to_spec
 from samplerlab.speech.gaussian import GaussianSpeechPrior, complex_to_channels
 from samplerlab.speech.network import SpeechScoreNet
 
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of  # benchmarks/timing.py
 
 
 def test_signal(seconds: float, rate: int = 16000) -> torch.Tensor:

@@ -11,7 +11,6 @@ and the ratios samplerlab / baseline.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -22,14 +21,7 @@ from samplerlab.sampling import prior_sample, sample
 from samplerlab.schedules import EDM
 from samplerlab.solvers import make_solver
 
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of  # benchmarks/timing.py
 
 
 def main() -> None:
