@@ -445,3 +445,15 @@ def test_default_enhancement_beats_the_noisy_input(tmp_path):
     for m in ("pesq", "si_sdr"):
         gain = np.mean([a[m] for a in after]) - np.mean([b[m] for b in before])
         assert gain > {"pesq": 0.1, "si_sdr": 0.5}[m], (m, before, after)
+
+
+@needs_espeak
+def test_spectrogram_example_writes_its_figure(corpus, tmp_path, monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    out = tmp_path / "spec.png"
+    script = Path(__file__).parent.parent / "examples" / "speech_spectrograms.py"
+    monkeypatch.setattr("sys.argv", [str(script), "--corpus", str(corpus), "--out", str(out)])
+    runpy.run_path(str(script), run_name="__main__")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
