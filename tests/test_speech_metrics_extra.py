@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from samplerlab.metrics.dnsmos import DNSMOS, WINDOW_SECONDS, windows
+from samplerlab.metrics.dnsmos import DNSMOS, WINDOW_SECONDS, p808_features, slaney_mel_filters, windows
 from samplerlab.metrics.speech import MetricUnavailable, available_metrics, speech_metrics
 
 onnx = pytest.importorskip("onnx")
@@ -30,6 +30,21 @@ def _write_model(folder, name="sig_bak_ovr.onnx"):
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(folder / name))
     return folder
+
+
+def _write_p808(folder):
+    """A P.808-shaped model: features (1, frames, 120) -> (1, 1), their mean."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, None, 120])
+    y = helper.make_tensor_value_info("mos", TensorProto.FLOAT, [1, 1])
+    nodes = [helper.make_node("ReduceMean", ["input_1"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("Reshape", ["m", "shape"], ["mos"])]
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1])
+    graph = helper.make_graph(nodes, "p808", [x], [y], initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model_v8.onnx"))
 
 
 def _expected(wav):
@@ -121,3 +136,40 @@ def test_speech_eval_command_reports_dnsmos_and_says_what_it_skipped(tmp_path, c
     assert got == pytest.approx(_expected(noisy)[0][2], rel=1e-5)  # max of the window: the third output
     assert main(["speech", "eval", "--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy")]) == 0
     assert "DNSMOS skipped: pass --dnsmos DIR" in capsys.readouterr().out
+
+
+def test_slaney_mel_filters_and_p808_features():
+    rate, n_fft = 16000, 321
+    assert slaney_mel_filters(rate, n_fft, 120).shape == (120, 161)
+    fine = slaney_mel_filters(rate, 8192, 40)  # fine bins: each triangle has area 1 in Hz (Slaney's norm)
+    assert (fine >= 0).all() and np.allclose(fine.sum(1) * rate / 8192, 1.0, rtol=0.02)
+    centres = (fine * np.arange(4097)).sum(1) / fine.sum(1) * rate / 8192
+    spacing = np.diff(centres)
+    below = centres[1:] < 900
+    assert np.allclose(spacing[below], spacing[below][0], rtol=0.02)  # linear below 1 kHz
+    assert np.all(np.diff(spacing[centres[1:] > 1200]) > 0)  # widening above
+    g = np.random.default_rng(0)
+    feats = p808_features(0.1 * g.standard_normal(144000))
+    assert feats.shape == (900, 120) and feats.max() == pytest.approx(1.0) and feats.min() >= -1.0 - 1e-6
+    try:
+        import librosa
+    except ImportError:
+        return
+    x = (0.1 * g.standard_normal(20000)).astype(np.float32)
+    mel = librosa.feature.melspectrogram(y=x, sr=rate, n_fft=n_fft, hop_length=160, n_mels=120)
+    want = ((librosa.power_to_db(mel, ref=np.max) + 40) / 40).T
+    assert np.allclose(p808_features(x), want, atol=1e-5)
+
+
+def test_dnsmos_scores_p808_when_its_model_is_there(tmp_path):
+    folder = _write_model(tmp_path / "dnsmos")
+    wav = 0.1 * np.random.default_rng(2).standard_normal(11 * 16000)
+    assert DNSMOS(folder)(wav).p808 is None and "dnsmos_p808" not in available_metrics(DNSMOS(folder))
+    with pytest.raises(MetricUnavailable, match="model_v8.onnx"):
+        speech_metrics(wav, wav, ["dnsmos_p808"], dnsmos=DNSMOS(folder))
+    _write_p808(folder)
+    scores = DNSMOS(folder)(wav)
+    segs = windows(wav.astype(np.float32))
+    want = np.mean([p808_features(s[:-160]).mean() for s in segs])
+    assert scores.windows == 2 and scores.p808 == pytest.approx(want, rel=1e-5)
+    assert speech_metrics(wav, wav, ["dnsmos_p808"], dnsmos=DNSMOS(folder))["dnsmos_p808"] == pytest.approx(want, rel=1e-5)

@@ -751,9 +751,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--enhanced", help="folder of enhanced files")
     se.add_argument("--noisy", help="folder of noisy inputs (the baseline)")
     se.add_argument("--metrics", help="comma-separated subset of pesq,stoi,estoi,si_sdr,warpq,dnsmos_sig,dnsmos_bak,"
-                                      "dnsmos_ovrl (default: all that run here)")
-    se.add_argument("--dnsmos", metavar="DIR", help="folder with the DNSMOS P.835 model (sig_bak_ovr.onnx, optional "
-                                                    "calibration.json) for the dnsmos_* scores; none is downloaded")
+                                      "dnsmos_ovrl,dnsmos_p808 (default: all that run here)")
+    se.add_argument("--dnsmos", metavar="DIR", help="folder with the DNSMOS P.835 model (sig_bak_ovr.onnx; optional "
+                                                    "calibration.json, and model_v8.onnx for P.808) for the dnsmos_* "
+                                                    "scores; none is downloaded")
     se.add_argument("--out", help="JSON file for the figures")
     se.add_argument("--no-progress", action="store_true")
     se.set_defaults(func=_cmd_speech_eval)

@@ -255,9 +255,10 @@ SPEECH_METRICS = {
     "dnsmos_sig": "DNSMOS P.835 speech signal (higher is better; needs dnsmos = 'MODEL_DIR')",
     "dnsmos_bak": "DNSMOS P.835 background (higher is better; needs dnsmos = 'MODEL_DIR')",
     "dnsmos_ovrl": "DNSMOS P.835 overall (higher is better; needs dnsmos = 'MODEL_DIR')",
+    "dnsmos_p808": "DNSMOS P.808 MOS (higher is better; needs model_v8.onnx in dnsmos = 'MODEL_DIR')",
 }
 DEFAULT_SPEECH_METRICS = ["pesq", "estoi", "stoi", "si_sdr"]  # the optional ones only when asked for
-HIGHER_IS_BETTER = {"snr_db", "pesq", "estoi", "stoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
+HIGHER_IS_BETTER = {"snr_db", "pesq", "estoi", "stoi", "si_sdr", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"}
 METRICS = {**CONDITIONAL_METRICS, **UNCONDITIONAL_METRICS, **SPEECH_METRICS}
 
 

@@ -17,6 +17,14 @@ tests. Those coefficients are not part of the paper; put them beside the model a
 
 (highest degree first, as ``numpy.polyval`` takes them). Without the file the raw outputs are reported
 and ``DNSMOSScores.calibrated`` is False; ``samplerlab speech eval`` says so.
+
+DNSMOS P.808 (Reddy, Gopal & Cutler, "DNSMOS: A Non-Intrusive Perceptual Objective Speech Quality Metric
+to Evaluate Noise Suppressors", ICASSP 2021) predicts one overall MOS from a log-mel spectrogram. When
+the folder also holds ``model_v8.onnx`` it is scored too (``p808``), on each window less its last 10 ms,
+with features computed here: power STFT (321-point periodic Hann, hop 160, zero-padded centred frames),
+120 Slaney-style mel bands (Slaney 1998: linear below 1 kHz, logarithmic above, area-normalised
+triangles) from 0 to 8 kHz, dB relative to the window's maximum floored 80 dB below it, mapped by
+(dB + 40) / 40; its output is reported as is.
 """
 
 from __future__ import annotations
@@ -28,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DNSMOS", "DNSMOSScores", "DNSMOS_METRICS", "WINDOW_SECONDS"]
+__all__ = ["DNSMOS", "DNSMOSScores", "DNSMOS_METRICS", "WINDOW_SECONDS", "slaney_mel_filters", "p808_features"]
 
 WINDOW_SECONDS = 9.01
 HOP_SECONDS = 1.0
 SAMPLE_RATE = 16000
-DNSMOS_METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+DNSMOS_METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
 _KEYS = ("sig", "bak", "ovrl")
 
 
@@ -44,9 +52,58 @@ class DNSMOSScores:
     ovrl: float
     windows: int
     calibrated: bool
+    p808: float | None = None  # when the folder has model_v8.onnx
 
     def as_metrics(self) -> dict[str, float]:
-        return {"dnsmos_sig": self.sig, "dnsmos_bak": self.bak, "dnsmos_ovrl": self.ovrl}
+        out = {"dnsmos_sig": self.sig, "dnsmos_bak": self.bak, "dnsmos_ovrl": self.ovrl}
+        if self.p808 is not None:
+            out["dnsmos_p808"] = self.p808
+        return out
+
+
+def _hz_to_mel(f):
+    """Slaney's mel scale: 3 mels per 200 Hz below 1 kHz, then logarithmic (27 mels per factor 6.4)."""
+    f = np.asarray(f, dtype=np.float64)
+    step, f_break, m_break = 200.0 / 3, 1000.0, 15.0
+    log_step = np.log(6.4) / 27.0
+    return np.where(f < f_break, f / step, m_break + np.log(np.maximum(f, 1e-12) / f_break) / log_step)
+
+
+def _mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    step, f_break, m_break = 200.0 / 3, 1000.0, 15.0
+    log_step = np.log(6.4) / 27.0
+    return np.where(m < m_break, m * step, f_break * np.exp(log_step * (m - m_break)))
+
+
+def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None):
+    """(n_mels, n_fft // 2 + 1) triangular filters on mel-spaced centres, each of unit area in Hz
+    (scaled by 2 / bandwidth)."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    bins = np.arange(n_fft // 2 + 1) * sample_rate / n_fft  # the FFT bins (odd n_fft: not up to Nyquist)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+    lower = (bins[None, :] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
+    upper = (edges[2:, None] - bins[None, :]) / (edges[2:] - edges[1:-1])[:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+
+
+_P808 = dict(n_fft=321, hop=160, n_mels=120)
+
+
+def p808_features(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(frames, 120) scaled log-mel features of one window for the P.808 model (module docstring)."""
+    import torch
+
+    n_fft, hop = _P808["n_fft"], _P808["hop"]
+    x = torch.as_tensor(np.asarray(wav, dtype=np.float64))
+    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft, periodic=True, dtype=torch.float64),
+                      center=True, pad_mode="constant", return_complex=True)
+    power = spec.abs().pow(2).numpy()
+    mel = slaney_mel_filters(sample_rate, n_fft, _P808["n_mels"]) @ power
+    db = 10 * np.log10(np.maximum(mel, 1e-10))
+    db = np.maximum(db, db.max() - 80.0) - 10 * np.log10(max(float(mel.max()), 1e-10))
+    return ((db + 40.0) / 40.0).T.astype(np.float32)
 
 
 def windows(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
@@ -88,6 +145,9 @@ class DNSMOS:
         self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.model_path = model
+        self.p808 = None
+        if (folder / "model_v8.onnx").is_file() and model.name != "model_v8.onnx":
+            self.p808 = ort.InferenceSession(str(folder / "model_v8.onnx"), options, providers=["CPUExecutionProvider"])
         self.calibration = self._calibration(folder / "calibration.json")
 
     @staticmethod
@@ -111,13 +171,17 @@ class DNSMOS:
         from .speech import _np
 
         segs = windows(_np(wav).astype(np.float32), sample_rate)
-        raw = []
+        raw, p808 = [], []
         for seg in segs:
             out = np.asarray(self.session.run(None, {self.input_name: seg[np.newaxis, :]})[0], dtype=np.float64)
             if out.size != 3:
                 raise ValueError(f"{self.model_path}: expected three outputs (SIG, BAK, OVRL), got shape {out.shape}")
             raw.append(out.reshape(3))
+            if self.p808 is not None:
+                feats = p808_features(seg[: -_P808["hop"]], sample_rate)[np.newaxis]
+                p808.append(float(np.asarray(self.p808.run(None, {self.p808.get_inputs()[0].name: feats})[0]).reshape(-1)[0]))
         scores = np.mean(raw, axis=0)
         if self.calibration is not None:
             scores = np.array([np.polyval(self.calibration[k], s) for k, s in zip(_KEYS, scores)])
-        return DNSMOSScores(*map(float, scores), windows=len(segs), calibrated=self.calibration is not None)
+        return DNSMOSScores(*map(float, scores), windows=len(segs), calibrated=self.calibration is not None,
+                            p808=float(np.mean(p808)) if p808 else None)

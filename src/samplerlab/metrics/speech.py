@@ -8,7 +8,8 @@
   the raw score (lower is better, about 0.4 for identical signals). An optional extra, ``pip install
   samplerlab[warpq]``: the ``warpq`` package pulls librosa, numba and pandas, and its VAD needs
   setuptools < 81 (``pkg_resources``) and the ``numpy.lib.pad`` name numpy 2 removed (restored below).
-- DNSMOS P.835 SIG / BAK / OVRL (``metrics.dnsmos``), non-intrusive, from a user-supplied model folder.
+- DNSMOS P.835 SIG / BAK / OVRL and P.808 MOS (``metrics.dnsmos``), non-intrusive, from a user-supplied
+  model folder.
 
 ``speech_metrics`` returns the requested ones as a dict; a metric whose package (or model) is missing
 raises ``MetricUnavailable`` naming what to install or pass; ``available_metrics`` lists what runs here.
@@ -27,7 +28,7 @@ __all__ = ["si_sdr", "pesq_wb", "stoi", "estoi", "warpq", "speech_metrics", "ava
            "OPTIONAL_METRICS", "ALL_METRICS", "MetricUnavailable"]
 
 SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")  # always installed with samplerlab[speech]
-OPTIONAL_METRICS = ("warpq", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+OPTIONAL_METRICS = ("warpq", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
 ALL_METRICS = SPEECH_METRICS + OPTIONAL_METRICS
 LOWER_IS_BETTER = frozenset({"warpq"})
 
@@ -120,7 +121,7 @@ def available_metrics(dnsmos=None) -> tuple[str, ...]:
     except MetricUnavailable:
         pass
     if dnsmos is not None:
-        out += ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"]
+        out += ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"] + (["dnsmos_p808"] if dnsmos.p808 is not None else [])
     return tuple(out)
 
 
@@ -138,6 +139,8 @@ def speech_metrics(reference, estimate, which=SPEECH_METRICS, sample_rate: int =
                 raise MetricUnavailable(f"{name} needs a DNSMOS model folder (sig_bak_ovr.onnx from the DNS Challenge): "
                                         "pass --dnsmos DIR (or dnsmos=DNSMOS(DIR))")
             dnsmos_scores = dnsmos_scores or dnsmos(estimate, sample_rate).as_metrics()
+            if name not in dnsmos_scores:
+                raise MetricUnavailable(f"{name} needs model_v8.onnx (DNSMOS P.808) in the DNSMOS model folder")
             out[name] = dnsmos_scores[name]
             continue
         fn = _FUNCS[name]
