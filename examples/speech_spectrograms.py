@@ -55,7 +55,7 @@ def main() -> None:
         if title != "clean":
             m = speech_metrics(clean, wav, ("pesq", "si_sdr"))
             title = f"{title}: PESQ {m['pesq']:.2f}, SI-SDR {m['si_sdr']:.1f} dB"
-        ax.imshow(log_power(wav) - ref, origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma",
+        ax.imshow((log_power(wav) - ref).numpy(), origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma",
                   extent=(0, seconds, 0, 8))
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("kHz")
