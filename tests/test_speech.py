@@ -196,6 +196,19 @@ def test_utterance_noise_is_the_mean_power_of_the_quietest_frames():
         prior.save("unused.npz")
 
 
+def test_denoiser_reuses_the_variances_of_the_same_y_only():
+    prior = GaussianSpeechPrior(mode="utterance")
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(1, 2, F, 12, generator=g, dtype=torch.float64)
+    u = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    first = prior(u, 0.1, y=y)
+    assert torch.equal(prior(u, 0.1, y=y), first)
+    y.mul_(3.0)  # modified in place: the cached variances must not be used
+    assert torch.equal(prior(u, 0.1, y=y), GaussianSpeechPrior(mode="utterance")(u, 0.1, y=y))
+    other = y.clone() * 0.5
+    assert torch.equal(prior(u, 0.1, y=other), GaussianSpeechPrior(mode="utterance")(u, 0.1, y=other))
+
+
 def test_utterance_noise_estimate_of_stationary_noise_with_intermittent_speech():
     """Noise CN(0, v_n(f)) in every frame, loud "speech" in 60 % of them: the estimate is the noise power,
     biased low only by picking the quietest noise frames (about -1.75 / sqrt(F) for the lowest decile)."""

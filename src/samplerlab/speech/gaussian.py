@@ -75,6 +75,8 @@ class GaussianSpeechPrior:
     smooth_bins: int = 3
     noise_quantile: float = 0.1
     floor: float = 1e-3
+    # the last y's (v_x, v_n): a sampler calls the denoiser with the same y at every step
+    _last: tuple | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.mode not in PRIORS:
@@ -151,9 +153,17 @@ class GaussianSpeechPrior:
         """E[x_0 | y] in [Re, Im] channels (..., 2, F, T): the Wiener estimate."""
         return self.gain_for(y).unsqueeze(-3) * y
 
+    def _variances_of(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        last = self._last
+        if last is not None and last[0] is y and last[1] == y._version:  # same tensor, not modified in place
+            return last[2]
+        out = self.variances(y)
+        self._last = (y, y._version, out)
+        return out
+
     def __call__(self, u_hat: Tensor, sigma, *, y: Tensor) -> Tensor:
         """The exact denoiser of the OUVE residual u_0 = x_0 - y given y (module docstring)."""
-        vx, vn = self.variances(y)
+        vx, vn = self._variances_of(y)
         mu = (vx / (vx + vn) - 1).unsqueeze(-3) * y
         half_p = (vx * vn / (vx + vn) / 2).unsqueeze(-3)
         sig = torch.as_tensor(sigma, dtype=u_hat.dtype, device=u_hat.device).reshape(-1, *([1] * (u_hat.ndim - 1)))
