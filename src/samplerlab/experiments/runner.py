@@ -346,10 +346,12 @@ class _SpeechProblem:
             from ..metrics.dnsmos import DNSMOS
 
             self.dnsmos = DNSMOS(config.dnsmos)
-        if "warpq" in config.metrics:
-            from ..metrics.speech import _warpq_model
+        from ..metrics.speech import MetricUnavailable, available_metrics
 
-            _warpq_model(16000)  # missing extra: fail now, not after the first cell
+        missing = [m for m in config.metrics if m not in available_metrics(self.dnsmos)]
+        if missing:  # fail now, not after the first cell
+            raise MetricUnavailable(f"metrics {missing} cannot run here: WARP-Q needs pip install 'samplerlab[warpq]', "
+                                    "dnsmos_p808 needs model_v8.onnx in the dnsmos folder")
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
         self.signals = [load_pair(p) for p in pairs]
         self.n = len(self.signals)
