@@ -16,7 +16,7 @@ import torch
 
 from samplerlab.denoisers import EDMPrecond
 from samplerlab.nets.unet import UNetConfig
-from samplerlab.schedules import OUVE
+from samplerlab.processes import OUVE
 from samplerlab.speech.enhance import enhance
 from samplerlab.speech.frontend import SpecConfig, pad_to_multiple, wav_to_spec
 from samplerlab.speech.gaussian import GaussianSpeechPrior, complex_to_channels

@@ -18,7 +18,7 @@ from samplerlab.grids import karras
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
 from samplerlab.sampling import prior_sample, sample
-from samplerlab.schedules import EDM
+from samplerlab.processes import EDM
 from samplerlab.solvers import make_solver
 
 from timing import best_of  # benchmarks/timing.py

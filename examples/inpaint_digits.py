@@ -22,7 +22,7 @@ from samplerlab.imaging import save_image_grid
 from samplerlab.metrics.features import ClassifierFeatures, load_or_train_classifier
 from samplerlab.noise import SampleNoise
 from samplerlab.sampling import prior_sample, sample
-from samplerlab.schedules import EDM
+from samplerlab.processes import EDM
 from samplerlab.solvers import solver_from_spec
 from samplerlab.training import load_checkpoint
 

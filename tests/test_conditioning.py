@@ -7,7 +7,7 @@ from samplerlab.denoisers import ClassifierFreeGuidance, NFECounter
 from samplerlab.grids import karras
 from samplerlab.noise import SampleNoise
 from samplerlab.sampling import generate, prior_sample, sample
-from samplerlab.schedules import EDM, VPLinear
+from samplerlab.processes import EDM, VPLinear
 from samplerlab.solvers import make_solver
 
 COND = GaussianMixture.gaussian(torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0.1, 0.1], dtype=torch.float64))

@@ -10,7 +10,7 @@ import torch
 from samplerlab.grids import karras
 from samplerlab.noise import SampleNoise
 from samplerlab.sampling import generate, prior_sample, sample
-from samplerlab.schedules import EDM, VPLinear
+from samplerlab.processes import EDM, VPLinear
 from samplerlab.solvers import make_solver
 from samplerlab.solvers.crash import crash_coefficients
 

@@ -11,7 +11,7 @@ from samplerlab.denoisers import (
     PredictionAdapter,
     prediction_from_x0,
 )
-from samplerlab.schedules import EDM, OUVE, VE, SubVP, VPCosine, VPLinear
+from samplerlab.processes import EDM, OUVE, VE, SubVP, VPCosine, VPLinear
 
 PROCESSES = [EDM(), VE(), VPLinear(), VPCosine(), SubVP(), OUVE()]
 

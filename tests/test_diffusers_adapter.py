@@ -8,7 +8,7 @@ diffusers = pytest.importorskip("diffusers")
 from samplerlab.adapters.diffusers import alphas_cumprod_from_config, load_diffusers, timestep_grid  # noqa: E402
 from samplerlab.denoisers import Prediction  # noqa: E402
 from samplerlab.sampling import sample  # noqa: E402
-from samplerlab.schedules import VPLinear  # noqa: E402
+from samplerlab.processes import VPLinear  # noqa: E402
 from samplerlab.solvers import make_solver  # noqa: E402
 
 SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)

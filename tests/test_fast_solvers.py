@@ -16,7 +16,7 @@ from samplerlab.metrics import reference_ode_solution, rms_distance
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
 from samplerlab.sampling import generate, prior_sample, sample
-from samplerlab.schedules import EDM, VPLinear
+from samplerlab.processes import EDM, VPLinear
 from samplerlab.solvers import TABLEAUS, ButcherTableau, make_solver
 from samplerlab.solvers.exponential import backward_derivatives, phi
 from samplerlab.solvers.multistep import lagrange_weights

@@ -17,7 +17,7 @@ from samplerlab.grids import (
     validate_grid,
 )
 from samplerlab.registry import UnknownNameError
-from samplerlab.schedules import EDM, VE, VPLinear
+from samplerlab.processes import EDM, VE, VPLinear
 
 
 @pytest.mark.parametrize("name", [n for n in GRIDS.names() if n != "saved"])  # saved: tests/test_step_optimisation.py

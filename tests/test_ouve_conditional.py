@@ -8,7 +8,7 @@ from samplerlab.analytic import GaussianMixture, JointGaussianMixture
 from samplerlab.grids import uniform_time
 from samplerlab.noise import SampleNoise
 from samplerlab.sampling import sample
-from samplerlab.schedules import OUVE
+from samplerlab.processes import OUVE
 from samplerlab.solvers import make_solver
 
 CLEAN = GaussianMixture(torch.tensor([0.4, 0.6], dtype=torch.float64),

@@ -5,7 +5,7 @@ from samplerlab.grids import karras
 from samplerlab.noise import SampleNoise, parse_seeds
 from samplerlab.problems import make_problem
 from samplerlab.sampling import StepRecord, generate, prior_sample, sample
-from samplerlab.schedules import EDM, VPLinear
+from samplerlab.processes import EDM, VPLinear
 from samplerlab.solvers import make_solver
 
 RING = make_problem("ring").model

@@ -1,81 +1,87 @@
-import math
-
-import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from samplerlab.registry import UnknownNameError
-from samplerlab.schedules import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make_process
+from samplerlab.grids import time_steps
+from samplerlab.processes import EDM, OUVE, VPLinear
+from samplerlab.schedules import SHAPES, Schedule, ScheduledProcess, make_shape
 
-ALL = [EDM(), VE(), VPLinear(), VPCosine(), SubVP(), OUVE(), OUVE(theta=0.5, sigma_lo=0.1, sigma_hi=1.0)]
-
-
-def _times(p, n=7):
-    return torch.linspace(p.t_min + 0.01 * (p.t_max - p.t_min), p.t_max, n, dtype=torch.float64)
+STEEPNESS = [0.7, 1.0, 1.05, 1.2, 1.5]
 
 
-@pytest.mark.parametrize("p", ALL, ids=repr)
-def test_marginal_variance_solves_moment_ode(p):
-    """Closed-form s^2 sigma^2 equals the numerical solution of dVar/dt = 2 f Var + g^2."""
-    ta, tb = float(_times(p)[0]), p.t_max
-    var0 = float(p.marginal_std(ta)) ** 2
-
-    def rhs(t, v):
-        return [2 * float(p.drift(t)) * v[0] + float(p.diffusion(t)) ** 2]
-
-    sol = solve_ivp(rhs, (ta, tb), [var0], method="DOP853", rtol=1e-11, atol=1e-14, dense_output=True)
-    for t in _times(p)[1:]:
-        assert sol.sol(float(t))[0] == pytest.approx(float(p.marginal_std(t)) ** 2, rel=1e-7)
+@pytest.mark.parametrize("shape", SHAPES.names())
+@pytest.mark.parametrize("alpha", STEEPNESS)
+def test_normalised_schedule_hits_its_endpoints_and_is_monotone(shape, alpha):
+    sched = Schedule(make_shape(shape), 0.05, 2.0, tau_min=0.03, steepness=alpha)
+    assert float(sched.sigma(0.03)) == pytest.approx(0.05, rel=1e-10)
+    assert float(sched.sigma(1.0)) == pytest.approx(2.0, rel=1e-10)
+    tau = torch.linspace(0.03, 1.0, 500, dtype=torch.float64)
+    assert bool((torch.diff(sched.sigma(tau)) > 0).all())
 
 
-@pytest.mark.parametrize("p", ALL, ids=repr)
-def test_mean_coefficient_solves_drift_ode(p):
-    """ds/dt = f s: the mean of x_t given x_0 follows the SDE's drift."""
-    t = _times(p)
-    assert torch.allclose(p.ds_dt(t), p.drift(t) * p.s(t), rtol=1e-10, atol=1e-12)
+@pytest.mark.parametrize("shape", SHAPES.names())
+def test_steepness_one_is_the_plain_normalised_shape(shape):
+    f = make_shape(shape).f
+    tau = torch.linspace(0.03, 1.0, 50, dtype=torch.float64)
+    plain = 0.05 + 1.95 * (f(tau) - f(torch.tensor(0.03, dtype=torch.float64))) / (
+        f(torch.tensor(1.0, dtype=torch.float64)) - f(torch.tensor(0.03, dtype=torch.float64)))
+    assert torch.allclose(Schedule(make_shape(shape), 0.05, 2.0, 0.03, 1.0).sigma(tau), plain)
 
 
-@pytest.mark.parametrize("p", ALL, ids=repr)
-def test_derivatives_match_finite_differences(p):
-    t = _times(p)[:-1]
-    h = 1e-6 * (p.t_max - p.t_min)
-    fd_s = (p.s(t + h) - p.s(t - h)) / (2 * h)
-    fd_sigma = (p.sigma(t + h) - p.sigma(t - h)) / (2 * h)
-    assert torch.allclose(p.ds_dt(t), fd_s, rtol=1e-6, atol=1e-9)
-    assert torch.allclose(p.dsigma_dt(t), fd_sigma, rtol=1e-6, atol=1e-9)
+@pytest.mark.parametrize("shape", SHAPES.names())
+@pytest.mark.parametrize("alpha", [1.0, 1.5])
+def test_derivative_and_inverse(shape, alpha):
+    sched = Schedule(make_shape(shape), 0.05, 2.0, 0.03, alpha)
+    tau = torch.linspace(0.05, 0.98, 20, dtype=torch.float64)
+    h = 1e-6
+    fd = (sched.sigma(tau + h) - sched.sigma(tau - h)) / (2 * h)
+    assert torch.allclose(sched.dsigma_dtau(tau), fd, rtol=1e-5)
+    assert torch.allclose(sched.tau_of_sigma(sched.sigma(tau)), tau, atol=1e-10)
 
 
-@pytest.mark.parametrize("p", ALL, ids=repr)
-def test_time_of_sigma_inverts_sigma(p):
-    t = _times(p, 11)
-    assert torch.allclose(p.t_of_sigma(p.sigma(t)), t, rtol=1e-9, atol=1e-10)
+def test_steepness_changes_the_curve_but_not_its_ends():
+    a = Schedule(make_shape("ouve"), 0.05, 2.0, 0.03, 1.0)
+    b = Schedule(make_shape("ouve"), 0.05, 2.0, 0.03, 1.5)
+    mid = torch.tensor([0.5], dtype=torch.float64)
+    assert float(b.sigma(mid)) < float(a.sigma(mid))  # alpha > 1 delays the rise
+    with pytest.raises(ValueError, match="steepness"):
+        Schedule(make_shape("linear"), 0.05, 2.0, 0.03, 0.0)
 
 
-def test_known_values():
-    vp = VPLinear()
-    # Karras et al. 2022 Table 1: sigma(t) = sqrt(exp(0.5 beta_d t^2 + beta_min t) - 1)
-    assert float(vp.sigma(1.0)) == pytest.approx(math.sqrt(math.exp(0.5 * 19.9 + 0.1) - 1))
-    assert float(SubVP().sigma(0.0)) == 0.0 and float(VPLinear().sigma(0.0)) == 0.0
-    assert float(VE().sigma(1.0)) == pytest.approx(50.0) and float(VE().sigma(0.0)) == pytest.approx(0.01)
-    ouve = OUVE()
-    # Richter et al. 2023: Var(t) = sigma_min^2 (r^{2t} - e^{-2 theta t}) log r / (theta + log r)
-    r = ouve.sigma_hi / ouve.sigma_lo
-    var1 = ouve.sigma_lo**2 * (r**2 - math.exp(-2 * ouve.theta)) * math.log(r) / (ouve.theta + math.log(r))
-    assert float(ouve.marginal_std(1.0)) ** 2 == pytest.approx(var1)
-    assert ouve.prior_std() == pytest.approx(math.sqrt(var1))
-    assert float(VPCosine().s(0.0)) == pytest.approx(1.0)
+def test_baseline_swap_is_the_process_itself():
+    base = OUVE()
+    same = ScheduledProcess.swap(base, "ouve")
+    t = torch.linspace(base.t_min, base.t_max, 30, dtype=torch.float64)
+    assert torch.allclose(same.sigma(t), base.sigma(t), rtol=1e-10)
+    assert torch.allclose(same.dsigma_dt(t), base.dsigma_dt(t), rtol=1e-8)
+    assert torch.allclose(same.diffusion(t), base.diffusion(t), rtol=1e-8)
+    assert torch.allclose(same.drift(t), base.drift(t))
 
 
-def test_ve_cannot_reach_zero_and_says_so():
-    with pytest.raises(ValueError, match="sigma_min=0.01"):
-        VE().check_sigma_reachable(0.0)
-    EDM().check_sigma_reachable(0.0)
+@pytest.mark.parametrize("shape", ["linear", "vp", "edm", "ve"])
+def test_scheduled_process_moments_are_consistent(shape):
+    """The swapped process's s^2 sigma^2 solves dVar/dt = 2 f Var + g^2, as every process must."""
+    p = ScheduledProcess.swap(OUVE(), shape, 1.2)
+    ta, tb = 0.1, 1.0
+    sol = solve_ivp(lambda t, v: [2 * float(p.drift(t)) * v[0] + float(p.diffusion(t)) ** 2], (ta, tb),
+                    [float(p.marginal_std(ta)) ** 2], rtol=1e-10, atol=1e-14)
+    assert sol.y[0, -1] == pytest.approx(float(p.marginal_std(tb)) ** 2, rel=1e-6)
+    assert p.sigma_min == pytest.approx(OUVE().sigma_min) and p.sigma_max == pytest.approx(OUVE().sigma_max)
 
 
-def test_registry_errors_list_valid_names():
-    with pytest.raises(UnknownNameError, match="unknown process .vpp.; valid names: edm, ve, vp"):
-        make_process("vpp")
-    with pytest.raises(ValueError, match="bad parameters"):
-        make_process("vp", beta=3)
-    assert set(PROCESSES.names()) == {"edm", "ve", "vp", "vp-cosine", "subvp", "ouve"}
+def test_time_step_transforms():
+    p = OUVE()
+    uniform = time_steps(10, p, final_zero=False)
+    t_uniform = p.t_of_sigma(uniform)
+    assert torch.allclose(t_uniform, torch.linspace(1.0, 0.03, 11, dtype=torch.float64))
+    # timestep offset: every time scaled by alpha, sigma read from the unmodified schedule
+    offset = time_steps(10, p, offset=0.8, final_zero=False)
+    assert torch.allclose(p.t_of_sigma(offset), 0.8 * t_uniform, atol=1e-12)
+    assert torch.equal(time_steps(10, p, offset=1.0, power=1.0), time_steps(10, p))
+    # power warp: same ends, steps compressed toward the end of sampling
+    warped = p.t_of_sigma(time_steps(10, p, power=2.0, final_zero=False))
+    assert float(warped[0]) == pytest.approx(1.0) and float(warped[-1]) == pytest.approx(0.03)
+    assert float(warped[-2] - warped[-1]) < float(t_uniform[-2] - t_uniform[-1])
+    assert bool((torch.diff(warped) < 0).all())
+    with pytest.raises(ValueError, match="offset"):
+        time_steps(10, p, offset=1.2)

@@ -12,7 +12,7 @@ from samplerlab.grids import karras, uniform_time
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
 from samplerlab.sampling import generate, prior_sample, sample
-from samplerlab.schedules import EDM, OUVE, VE, SubVP, VPCosine, VPLinear
+from samplerlab.processes import EDM, OUVE, VE, SubVP, VPCosine, VPLinear
 from samplerlab.solvers import SOLVERS, make_solver
 
 GAUSS = make_problem("gauss16").model  # eigenvalues in [1e-3, 1]: a stiff-ish exact problem

@@ -15,7 +15,7 @@ from samplerlab.grids import uniform_time
 from samplerlab.metrics.speech import available_metrics, estoi, pesq_wb, si_sdr, speech_metrics, stoi
 from samplerlab.noise import SampleNoise
 from samplerlab.sampling import prior_sample, sample
-from samplerlab.schedules import OUVE
+from samplerlab.processes import OUVE
 from samplerlab.solvers import make_solver
 from samplerlab.speech.corpus import CorpusConfig, coloured_noise, make_corpus, mix_at_snr
 from samplerlab.speech.data import find_pairs, find_speech_pairs, find_voicebank_pairs, load_pair

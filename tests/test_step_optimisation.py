@@ -11,7 +11,7 @@ from samplerlab.metrics import reference_ode_solution, rms_distance
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
 from samplerlab.sampling import prior_sample, sample
-from samplerlab.schedules import EDM
+from samplerlab.processes import EDM
 from samplerlab.solvers import make_solver
 
 

@@ -1,6 +1,6 @@
 """samplerlab: interchangeable, measurable samplers for diffusion models.
 
-Layers (lower never import upper): schedules -> denoisers -> grids -> solvers -> sampling;
+Layers (lower never import upper): processes -> denoisers -> grids -> solvers -> sampling;
 analytic models and problems beside denoisers; metrics, experiments and the CLI on top.
 """
 
@@ -16,7 +16,7 @@ from .denoisers import (
 from .grids import GRIDS, make_grid, validate_grid
 from .noise import SampleNoise
 from .sampling import SampleResult, StepRecord, generate, prior_sample, sample
-from .schedules import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make_process
+from .processes import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make_process
 from .solvers import SOLVERS, make_solver
 
 __version__ = "0.1.0"

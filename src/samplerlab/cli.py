@@ -132,8 +132,8 @@ def _cmd_run(args) -> int:
 def _cmd_schedules_plot(args) -> int:
     from .experiments.tables import plot_schedules
     from .grids import time_steps
-    from .schedules import make_process
-    from .sigma_curves import ScheduledProcess
+    from .processes import make_process
+    from .schedules import ScheduledProcess
 
     base = make_process(args.process)
     entries = []
@@ -152,7 +152,7 @@ def _cmd_schedules_plot(args) -> int:
 def _cmd_optimise_steps(args) -> int:
     from .experiments.step_optimisation import optimise_steps, save_grid
     from .problems import make_problem
-    from .schedules import make_process
+    from .processes import make_process
     from .solvers import solver_from_spec
 
     problem = make_problem(args.problem)
@@ -240,7 +240,7 @@ def _cmd_sample(args) -> int:
     from .imaging import save_image_grid
     from .noise import SampleNoise, parse_seeds
     from .sampling import sample
-    from .schedules import VPLinear
+    from .processes import VPLinear
     from .solvers import solver_from_spec
 
     if bool(args.diffusers) == bool(args.checkpoint):
@@ -548,7 +548,7 @@ def _cmd_speech_eval(args) -> int:
 def _cmd_list(args) -> int:
     from .grids import GRIDS
     from .problems import PROBLEMS
-    from .schedules import PROCESSES
+    from .processes import PROCESSES
     from .solvers import SOLVERS
 
     for title, reg in (("solvers", SOLVERS), ("grids", GRIDS), ("processes", PROCESSES), ("problems", PROBLEMS)):

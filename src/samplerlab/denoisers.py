@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
-from .schedules import Process
+from .processes import Process
 
 __all__ = [
     "Denoiser",

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .registry import Registry
-from .schedules import Process
+from .processes import Process
 
 __all__ = [
     "GridError",

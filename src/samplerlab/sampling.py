@@ -19,7 +19,7 @@ from torch import Tensor
 from .denoisers import Denoiser, NFECounter
 from .grids import validate_grid
 from .noise import SampleNoise
-from .schedules import EDM, Process
+from .processes import EDM, Process
 from .solvers.base import Solver, StepContext
 
 __all__ = ["StepRecord", "SampleResult", "sample", "prior_sample", "generate"]

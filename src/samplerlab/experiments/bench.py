@@ -21,7 +21,7 @@ from ..metrics import nll_gap, reference_ode_solution, rms_distance, sliced_wass
 from ..noise import SampleNoise
 from ..problems import PROBLEMS, AnalyticProblem, make_problem
 from ..sampling import prior_sample, sample
-from ..schedules import PROCESSES, make_process
+from ..processes import PROCESSES, make_process
 from ..solvers import solver_from_spec
 
 __all__ = ["BenchConfig", "BenchRow", "ProblemSummary", "run_bench", "DTYPES"]

@@ -25,7 +25,7 @@ from ..grids import make_grid
 from ..metrics.distribution import precision_recall
 from ..metrics.features import ReferenceStats, batched_features
 from ..sampling import generate
-from ..schedules import EDM
+from ..processes import EDM
 from ..solvers import solver_from_spec
 
 __all__ = ["ImageEvalConfig", "ImageEvalRow", "sample_images", "evaluate_image_model", "format_image_eval",

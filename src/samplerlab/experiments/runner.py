@@ -49,8 +49,8 @@ from ..io import atomic_write_text
 from ..noise import SampleNoise
 from ..problems import CONDITIONAL_PROBLEMS, PROBLEMS, make_conditional_problem, make_problem
 from ..sampling import prior_sample, sample
-from ..schedules import PROCESSES, Process, make_process
-from ..sigma_curves import SHAPES, ScheduledProcess
+from ..processes import PROCESSES, Process, make_process
+from ..schedules import SHAPES, ScheduledProcess
 from ..solvers import solver_from_spec
 from .bench import DTYPES
 
@@ -72,7 +72,7 @@ class TransformKind(enum.Enum):
 @dataclass(frozen=True)
 class Transform:
     """A schedule modification: steepness alpha (on the schedule), timestep offset alpha or a power warp
-    of the steps (on the grid); see ``sigma_curves`` and ``grids.time_steps``."""
+    of the steps (on the grid); see ``schedules`` and ``grids.time_steps``."""
 
     kind: TransformKind = TransformKind.NONE
     value: float = 1.0

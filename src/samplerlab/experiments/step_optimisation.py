@@ -27,7 +27,7 @@ from ..grids import karras, saved_grid_path, validate_grid
 from ..io import atomic_write_text
 from ..noise import SampleNoise
 from ..sampling import prior_sample, sample
-from ..schedules import Process
+from ..processes import Process
 from ..solvers import Solver, make_solver
 
 __all__ = ["least_cost_path", "jump_costs", "OptimisedGrid", "optimise_steps", "save_grid"]

@@ -134,7 +134,7 @@ def _plot_metrics(config, cells, done, out_dir: Path) -> list[Path]:
 
 
 def _plot_study_schedules(config, cells, done, out_dir: Path) -> list[Path]:
-    from ..schedules import make_process
+    from ..processes import make_process
     from .runner import _process_for
 
     base = make_process(config.process, **config.process_params)

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..denoisers import Denoiser
 from ..noise import SampleNoise
 from ..registry import Registry
-from ..schedules import Process
+from ..processes import Process
 
 __all__ = ["StepContext", "StepOutput", "Solver", "SOLVERS", "make_solver", "parse_solver_spec", "solver_from_spec", "parse_value"]
 

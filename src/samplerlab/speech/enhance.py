@@ -21,7 +21,7 @@ from torch import Tensor
 from ..grids import uniform_time, validate_grid
 from ..noise import SampleNoise
 from ..sampling import prior_sample, sample
-from ..schedules import OUVE, Process
+from ..processes import OUVE, Process
 from ..solvers import Solver, solver_from_spec
 from .frontend import SpecConfig, pad_to_multiple, spec_to_wav, wav_to_spec
 from .gaussian import channels_to_complex, complex_to_channels

@@ -7,7 +7,7 @@ p(x_0 | y) is Gaussian in closed form, per coefficient (complex Wiener filter, e
 
     E[X | Y] = W Y,  W = v_x / (v_x + v_n);  Var[X | Y] = P = v_x v_n / (v_x + v_n)  (P / 2 per real part).
 
-samplerlab samples the OUVE residual u = x - y (``schedules.OUVE``), whose clean value u_0 = X - Y
+samplerlab samples the OUVE residual u = x - y (``processes.OUVE``), whose clean value u_0 = X - Y
 has the Gaussian posterior N(mu, P / 2) per real component with mu = (W - 1) Y. The denoiser of a
 Gaussian is linear (Tweedie; Efron 2011):
 

@@ -107,7 +107,7 @@ class EDMLoss:
     def draw(self, shape: tuple[int, ...], g: torch.Generator, dtype=torch.float32) -> tuple[Tensor, Tensor]:
         """(sigma, noise) for a batch of ``shape``, from the CPU generator ``g``."""
         if self.distribution == "ouve":  # SGMSE+: t ~ U(t_eps, 1) of the OUVE process (Richter et al. 2023, Sec. III)
-            from ..schedules import OUVE
+            from ..processes import OUVE
 
             process = OUVE()
             t = process.t_min + (process.t_max - process.t_min) * torch.rand(shape[0], generator=g, dtype=torch.float64)
