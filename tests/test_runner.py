@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from samplerlab.cli import main
-from samplerlab.experiments.runner import cells_of, load_experiment, read_results, run_experiment
+from samplerlab.experiments.config import cells_of, load_experiment
+from samplerlab.experiments.runner import run_experiment
+from samplerlab.experiments.store import read_results
 
 SMALL = textwrap.dedent("""
     [experiment]

@@ -340,7 +340,7 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
 # -- the study runner on speech -----------------------------------------------------------------------
 
 def test_example_speech_study_file_is_valid():
-    from samplerlab.experiments.runner import cells_of, load_experiment
+    from samplerlab.experiments.config import cells_of, load_experiment
 
     from pathlib import Path
 
@@ -351,7 +351,8 @@ def test_example_speech_study_file_is_valid():
 
 @needs_espeak
 def test_runner_enhances_a_speech_corpus_and_resumes(corpus, tmp_path):
-    from samplerlab.experiments.runner import ExperimentConfig, StudyConfig, run_experiment
+    from samplerlab.experiments.config import ExperimentConfig, StudyConfig
+    from samplerlab.experiments.runner import run_experiment
 
     config = ExperimentConfig(name="mini", problem="speech", process="ouve", corpus=str(corpus), files=2,
                               metrics=["si_sdr", "estoi"],
@@ -416,7 +417,8 @@ def test_speech_train_resumes_and_its_checkpoint_enhances(corpus, tmp_path, caps
     enhanced, noisy = load_pair(find_pairs(corpus, "test")[0].__class__("a", tmp_path / "enh" / "a.wav", one / "a.wav"))
     assert enhanced.shape == noisy.shape and bool(torch.isfinite(enhanced).all())
     # the runner enhances with the checkpoint too (model = CHECKPOINT)
-    from samplerlab.experiments.runner import ExperimentConfig, StudyConfig, run_experiment
+    from samplerlab.experiments.config import ExperimentConfig, StudyConfig
+    from samplerlab.experiments.runner import run_experiment
 
     config = ExperimentConfig(name="net", problem="speech", process="ouve", corpus=str(corpus), files=1,
                               model=str(tmp_path / "net"), metrics=["si_sdr"],

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["GaussianMixture", "JointGaussianMixture"]
+__all__ = ["GaussianMixture", "JointGaussianMixture", "ResidualDenoiser"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -229,3 +229,26 @@ class JointGaussianMixture:
         shifted = post.to(post.dtype)
         shifted.means = post.means - y[:, None, :].to(post.dtype)
         return shifted
+
+    def residual_denoiser(self, dtype: torch.dtype = torch.float64) -> "ResidualDenoiser":
+        """The exact denoiser of u_0 = x_0 - y with y passed as conditioning, D(u, sigma, y=y): the way every
+        conditional model (the speech models too) receives y."""
+        return ResidualDenoiser(self, dtype)
+
+
+class ResidualDenoiser:
+    """D(u_hat, sigma, y=...) of the OUVE residual under a ``JointGaussianMixture``. p(u_0 | y) is computed
+    once per y tensor (a sampler passes the same y at every step)."""
+
+    def __init__(self, joint: JointGaussianMixture, dtype: torch.dtype = torch.float64):
+        self.joint, self.dtype = joint, dtype
+        self._y: Tensor | None = None
+        self._posterior: GaussianMixture | None = None
+
+    def to(self, dtype: torch.dtype) -> "ResidualDenoiser":
+        return ResidualDenoiser(self.joint, dtype)
+
+    def __call__(self, u: Tensor, sigma, *, y: Tensor) -> Tensor:
+        if self._y is not y:
+            self._posterior, self._y = self.joint.residual_posterior(y).to(self.dtype), y
+        return self._posterior(u, sigma)

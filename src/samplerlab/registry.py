@@ -16,9 +16,24 @@ class UnknownNameError(ValueError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    """Names to objects. ``entry_points``: a group of installed package entry points whose modules register
+    more entries when imported (how an upper layer, or another package, adds e.g. a network); they are loaded
+    the first time a name is missing or the names are listed."""
+
+    def __init__(self, kind: str, entry_points: str | None = None):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._group = entry_points
+
+    def _load_plugins(self) -> None:
+        if self._group is None:
+            return
+        group, self._group = self._group, None
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=group):
+            if ep.name.lower() not in self._items:
+                ep.load()
 
     def register(self, name: str) -> Callable[[T], T]:
         def add(obj: T) -> T:
@@ -31,6 +46,8 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        if name.lower() not in self._items:
+            self._load_plugins()
         try:
             return self._items[name.lower()]
         except KeyError:
@@ -39,10 +56,13 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
+        self._load_plugins()
         return list(self._items)
 
     def __contains__(self, name: str) -> bool:
+        if name.lower() not in self._items:
+            self._load_plugins()
         return name.lower() in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self.names())

@@ -109,3 +109,24 @@ def timestep_grid(model: DiffusersModel | DiscreteDDPMAdapter, num_steps: int, s
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}; valid: leading, linspace, trailing")
     return torch.cat([adapter.sigmas[ks], torch.zeros(1, dtype=torch.float64)])
+
+
+def sample_diffusers(model: DiffusersModel, solver, steps: int, seeds, *, grid: str = "karras",
+                     progress: bool = False):
+    """Sample a loaded diffusers model with any samplerlab solver from its prior N(0, I) (VP coordinates).
+    ``grid``: a samplerlab grid on the model's sigma range, or diffusers-leading / -linspace / -trailing
+    for diffusers' own timesteps. Returns the ``SampleResult``."""
+    from ..grids import make_grid
+    from ..noise import SampleNoise
+    from ..processes import VPLinear
+    from ..sampling import sample
+
+    process = VPLinear()  # the state is in VP coordinates; every VP process has s = 1 / sqrt(1 + sigma^2)
+    if grid.startswith("diffusers-"):
+        sigmas = timestep_grid(model, steps, grid.removeprefix("diffusers-"))
+    else:
+        sigmas = make_grid(grid, steps, process, sigma_min=model.denoiser.sigma_min, sigma_max=model.denoiser.sigma_max)
+    noise = SampleNoise(seeds, dtype=torch.float32)
+    x_T = noise.randn(*model.sample_shape)
+    return sample(model, x_T, sigmas, solver, process=process, noise=noise if solver.stochastic else None,
+                  progress=progress)

@@ -17,6 +17,7 @@ from .loaders import (
     split_dataset,
 )
 from .toys import TOYS, make_toy
+from .training import training_data
 
 __all__ = [
     "DATASETS",
@@ -30,4 +31,5 @@ __all__ = [
     "split_dataset",
     "TOYS",
     "make_toy",
+    "training_data",
 ]

@@ -23,10 +23,9 @@ from ..problems import PROBLEMS, AnalyticProblem, make_problem
 from ..sampling import prior_sample, sample
 from ..processes import PROCESSES, make_process
 from ..solvers import solver_from_spec
+from .config import DTYPES, check_dtype
 
-__all__ = ["BenchConfig", "BenchRow", "ProblemSummary", "run_bench", "DTYPES"]
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+__all__ = ["BenchConfig", "BenchRow", "ProblemSummary", "run_bench"]
 
 # One entry per solver family (a spec is NAME or NAME:KEY=VALUE:...). annealed-langevin is left out of
 # the default: with its paper's 100 steps per level it cannot use budgets of 5-50 NFE.
@@ -67,8 +66,7 @@ class BenchConfig:
             raise ValueError(f"adaptive tolerances must be positive, got {self.adaptive_tolerances}")
         GRIDS.get(self.grid)
         PROCESSES.get(self.process)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; valid dtypes: {', '.join(DTYPES)}")
+        check_dtype(self.dtype)
         bad = [n for n in self.nfes if int(n) != n or n < 1]
         if bad or not self.nfes:
             raise ValueError(f"NFE budgets must be positive integers, got {self.nfes}")
@@ -77,6 +75,11 @@ class BenchConfig:
 
     def solver(self, spec: str):
         return solver_from_spec(spec, **self.solver_params.get(spec, {}))
+
+    def num_cells(self) -> int:
+        """Cells of the run: an NFE budget (fixed-step solvers) or a tolerance (adaptive) per problem."""
+        solvers = [self.solver(spec) for spec in self.solvers]
+        return len(self.problems) * sum(len(self.tolerances(s)) if s.adaptive else len(self.nfes) for s in solvers)
 
     def tolerances(self, solver) -> list[float]:
         return list(self.adaptive_tolerances or solver.bench_tolerances)

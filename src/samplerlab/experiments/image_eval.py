@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..denoisers import ClassifierFreeGuidance
+from ..distributed import gather, shard
 from ..grids import make_grid
 from ..metrics.distribution import precision_recall
 from ..metrics.features import ReferenceStats, batched_features
@@ -28,8 +29,9 @@ from ..sampling import generate
 from ..processes import EDM
 from ..solvers import solver_from_spec
 
-__all__ = ["ImageEvalConfig", "ImageEvalRow", "sample_images", "evaluate_image_model", "format_image_eval",
-           "shard", "gather", "random_labels"]
+__all__ = ["ImageEvalConfig", "ImageEvalRow", "sample_images", "sample_checkpoint", "checkpoint_sample_grid",
+           "evaluate_image_model", "evaluate_checkpoint", "write_image_eval", "format_image_eval",
+           "random_labels"]
 
 DEFAULT_EVAL_SOLVERS = ["euler", "heun", "dpm-solver++", "unipc:order=3", "ipndm", "deis-tab:order=3"]
 
@@ -59,29 +61,6 @@ class ImageEvalRow:
     recall: float | None
     class_accuracy: float | None
     seconds: float
-
-
-def shard(seeds: list[int]) -> list[int]:
-    """This process's share of ``seeds`` under torchrun (all of them otherwise)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return seeds[dist.get_rank() :: dist.get_world_size()]
-    return seeds
-
-
-def gather(x: Tensor, seeds: list[int]) -> Tensor:
-    """Reassemble per-rank results of ``shard(seeds)`` into seed order (identity without torchrun)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return x
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, x.cpu())
-    out = torch.empty(len(seeds), *x.shape[1:], dtype=x.dtype)
-    for r, part in enumerate(parts):
-        out[r :: len(parts)] = part
-    return out
 
 
 def random_labels(seeds: list[int], num_classes: int) -> Tensor:
@@ -115,6 +94,38 @@ def sample_images(model, shape, solver_spec: str, steps: int, seeds: list[int], 
         nfe = r.nfe
     x = torch.cat(out) if out else torch.empty(0, *shape)
     return gather(x, seeds), nfe
+
+
+def sample_checkpoint(model, meta: dict, solver_spec: str, steps: int, seeds: list[int], *,
+                      class_label: int | None = None, guidance: float = 1.0, progress: bool = False,
+                      name: str = "the checkpoint") -> tuple[Tensor, int]:
+    """Images of a trained image model (``training.load_checkpoint``) for ``seeds``: one class for all when
+    ``class_label`` is given, else seed % classes; ``guidance`` != 1 needs a class-conditional model."""
+    shape, num_classes = tuple(meta["shape"]), meta["num_classes"]
+    if len(shape) != 3:
+        raise ValueError(f"{name} is a model of {shape}-shaped points, not images; sample it from the API")
+    labels = None
+    if class_label is not None:
+        if not 0 <= class_label < num_classes:
+            raise ValueError(f"--class-label {class_label}: the model has classes 0-{num_classes - 1}"
+                             if num_classes else f"--class-label: {name} is not class-conditional")
+        labels = torch.full((len(seeds),), class_label)
+    if guidance != 1.0 and not num_classes:
+        raise ValueError(f"--cfg {guidance}: guidance needs a class-conditional model")
+    return sample_images(model, shape, solver_spec, steps, seeds, num_classes=num_classes, labels=labels,
+                         guidance=guidance, config=ImageEvalConfig(), progress=progress)
+
+
+def checkpoint_sample_grid(data_shape, num_classes: int | None, path):
+    """A callback for ``train(on_checkpoint=...)``: a fixed 10 x 10 grid (class = column), Heun at 35 NFE."""
+    from ..imaging import save_image_grid
+
+    def on_checkpoint(step, model):
+        n = 10 * max(1, min(10, num_classes or 10))
+        x, _ = sample_images(model, tuple(data_shape), "heun", 18, list(range(n)), num_classes=num_classes)
+        save_image_grid(x, path / f"step-{step:07d}.png", nrow=10, scale=max(1, 32 // x.shape[-1]))
+
+    return on_checkpoint
 
 
 def evaluate_image_model(model, meta: dict, ref: ReferenceStats, extractor, config: ImageEvalConfig,
@@ -174,3 +185,54 @@ def format_image_eval(rows: list[ImageEvalRow], ref: ReferenceStats) -> str:
     if any(r.guidance != 1.0 for r in rows):
         lines += ["", "NFE counts guided denoiser calls; with guidance != 1 each is two network calls (cond and uncond)."]
     return "\n".join(lines)
+
+
+def evaluate_checkpoint(checkpoint, *, solvers: list[str] | None = None, nfes: list[int] | None = None,
+                        guidance: list[float] | None = None, samples: int | None = None, seed: int = 0,
+                        features: str | None = None, cache: str | None = None, progress: bool = False):
+    """``evaluate_image_model`` on a checkpoint of ``samplerlab train``: the features are a TorchScript
+    extractor (``features``) or a classifier trained (and cached) on the data's training split; the reference
+    statistics are the training split's and the floor is the held-out split's. Returns (rows, ref, config)."""
+    from ..data import load_dataset, split_dataset
+    from ..metrics.features import ClassifierFeatures, TorchScriptFeatures, load_or_train_classifier, reference_statistics
+    from ..training import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    info = meta.get("data") or {}
+    if len(meta.get("shape", ())) != 3 or "held_out" not in info:
+        raise ValueError(f"{checkpoint}: eval needs an image model trained by `samplerlab train` on an image data set")
+    train_set, held_out = split_dataset(load_dataset(info["name"], **info["params"]), info["held_out"], info["split_seed"])
+    if features:
+        from pathlib import Path
+
+        extractor, tag = TorchScriptFeatures(features), "ts-" + Path(features).stem
+    else:
+        if train_set.labels is None:
+            raise ValueError(f"{info['name']} has no labels to train the feature classifier; give --features F.pt")
+        extractor = ClassifierFeatures(load_or_train_classifier(train_set.data, train_set.labels, cache=cache,
+                                                                progress=progress))
+        tag = "classifier"
+    ref = reference_statistics(extractor, train_set.data, held_out.data, tag=tag, cache=cache,
+                               held_out_labels=held_out.labels)
+    defaults = ImageEvalConfig()
+    config = ImageEvalConfig(solvers=solvers or defaults.solvers, nfes=nfes or [5, 10, 20, 35],
+                             guidance=guidance or [1.0], samples=samples or len(held_out), seed=seed)
+    return evaluate_image_model(model, meta, ref, extractor, config, progress=progress), ref, config
+
+
+def write_image_eval(out, checkpoint, rows: list[ImageEvalRow], ref: ReferenceStats, config: ImageEvalConfig,
+                     table: str) -> list:
+    """table.md and results.json in ``out``, each written atomically."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from ..io import atomic_write_text
+
+    out = Path(out)
+    atomic_write_text(out / "table.md", table + "\n")
+    atomic_write_text(out / "results.json", json.dumps({
+        "checkpoint": str(checkpoint), "floor": ref.floor, "n_reference": ref.n_reference,
+        "n_held_out": ref.n_held_out, "config": dataclasses.asdict(config),
+        "rows": [dataclasses.asdict(r) for r in rows]}, indent=2) + "\n")
+    return [out / "table.md", out / "results.json"]

@@ -10,15 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..io import atomic_path, atomic_write_text
+from ..metrics.registry import BENCH_METRICS, metric
 from .bench import BenchConfig, BenchRow, ProblemSummary
 
 __all__ = ["format_bench", "write_bench_outputs", "plot_bench"]
 
-METRICS = {
-    "sw2": "sliced W2 to exact data (lower is better)",
-    "rms_ode": "RMS distance to the exact probability-flow ODE solution (deterministic solvers)",
-    "nll_gap": "NLL gap: mean -log p(sample) minus that of exact samples (0 is exact)",
-}
+METRICS = {name: f"{name}: {metric(name).caption()}" for name in BENCH_METRICS}
 
 
 def _fmt(value: float | None) -> str:

@@ -30,7 +30,6 @@ __all__ = ["si_sdr", "pesq_wb", "stoi", "estoi", "warpq", "speech_metrics", "ava
 SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")  # always installed with samplerlab[speech]
 OPTIONAL_METRICS = ("warpq", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
 ALL_METRICS = SPEECH_METRICS + OPTIONAL_METRICS
-LOWER_IS_BETTER = frozenset({"warpq"})
 
 
 class MetricUnavailable(RuntimeError):

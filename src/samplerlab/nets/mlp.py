@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .registry import NETS
+
 __all__ = ["MLPDenoiserNet", "fourier_features"]
 
 
@@ -45,3 +47,9 @@ class MLPDenoiserNet(nn.Module):
         for block, proj in zip(self.blocks, self.noise_proj):
             h = h + block(h + proj(e))
         return self.out(h).reshape(x.shape)
+
+
+@NETS.register("mlp")
+def build_mlp(shape: tuple, num_classes: int, config) -> MLPDenoiserNet:
+    """The MLP on flattened examples (``config.hidden``, ``config.depth``)."""
+    return MLPDenoiserNet(math.prod(shape), config.hidden, config.depth, num_classes=num_classes)

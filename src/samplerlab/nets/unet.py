@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .registry import NETS
+
 __all__ = ["UNetConfig", "UNet", "group_norm"]
 
 
@@ -204,3 +206,11 @@ class UNet(nn.Module):
             if j < len(self.upsample):
                 h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+@NETS.register("unet")
+def build_unet(shape: tuple, num_classes: int, config) -> UNet:
+    """The U-Net on square images (C, H, W) (``config.unet_config()``)."""
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"the U-Net takes square images (C, H, W), got examples of shape {shape}")
+    return UNet(shape[0], shape[1], config.unet_config(), num_classes=num_classes)

@@ -121,6 +121,13 @@ class Solver(ABC):
             n += 1
         return best
 
+    def steps_within(self, nfe: int, label: str | None = None) -> int:
+        """``steps_for_nfe``, or an error naming the solver (``label``: its spec) when no step fits."""
+        steps = self.steps_for_nfe(nfe)
+        if steps is None:
+            raise ValueError(f"{label or self.describe()} cannot run within {nfe} NFE")
+        return steps
+
     @property
     def convergence_order(self) -> int:
         """Global order of the deterministic part, as the solver's paper proves it (tested empirically)."""

@@ -23,10 +23,12 @@ from ..noise import SampleNoise
 from ..sampling import prior_sample, sample
 from ..processes import OUVE, Process
 from ..solvers import Solver, solver_from_spec
+from ..training import load_checkpoint
 from .frontend import SpecConfig, pad_to_multiple, spec_to_wav, wav_to_spec
 from .gaussian import channels_to_complex, complex_to_channels
 
-__all__ = ["SGMSE_SOLVER", "EnhanceResult", "EnhancementModel", "load_enhancement_model", "enhance"]
+__all__ = ["SGMSE_SOLVER", "EnhanceResult", "EnhancementModel", "load_enhancement_model", "enhance",
+           "enhancement_solver", "FolderResult", "enhance_files"]
 
 SGMSE_SOLVER = "pc:predictor=reverse-diffusion:corrector=annealed-langevin:snr=0.5"
 
@@ -72,7 +74,7 @@ def load_enhancement_model(model: str = "gaussian", *, corpus=None, prior_file=N
             raise ValueError(f"the {prior_mode} Gaussian prior needs a corpus (its train split; --corpus DIR) or a "
                              "prior file (--prior FILE); the default utterance prior needs neither")
         return EnhancementModel(prior, 1, torch.float64, f"the {prior_mode} Gaussian prior")
-    from ..training import load_checkpoint
+
 
     net, meta = load_checkpoint(model)
     if meta["config"].get("net") != "speech-unet":
@@ -105,3 +107,54 @@ def enhance(noisy: Tensor, model, solver: Solver | str = SGMSE_SOLVER, *, steps:
     x = r.x / float(process.scale(float(sigmas[-1]))) + y  # undo s(t_end), add y back
     out = spec_to_wav(channels_to_complex(x[0].double()), wav.shape[-1], spec)[:length] * peak
     return EnhanceResult(out.to(torch.float32), r.nfe, time.perf_counter() - start, length / spec.sample_rate)
+
+
+def enhancement_solver(spec: str = "pc", snr: float | None = None) -> Solver:
+    """The solver of a spec, where "pc" is SGMSE+'s configuration (``SGMSE_SOLVER``); ``snr`` sets the
+    corrector's signal-to-noise ratio of a pc solver."""
+    solver = solver_from_spec(SGMSE_SOLVER if spec == "pc" else spec)
+    if snr is not None:
+        if not hasattr(solver, "snr"):
+            raise ValueError(f"--snr: solver {spec!r} has no snr parameter (the pc solvers have)")
+        solver = solver_from_spec(SGMSE_SOLVER if spec == "pc" else spec, snr=snr)
+    return solver
+
+
+@dataclass
+class FolderResult:
+    files: int
+    nfe: int  # per file
+    audio_seconds: float
+    seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / self.audio_seconds
+
+
+def enhance_files(source, out, model: EnhancementModel, solver: Solver, *, steps: int = 30, seed: int = 0,
+                  final_denoise: bool = True, progress: bool = False) -> FolderResult:
+    """Enhance a .wav file or every .wav in a folder into the folder ``out`` (same file names)."""
+    from pathlib import Path
+
+    from .data import SpeechPair, load_pair
+    from .frontend import save_wav
+
+    src = Path(source)
+    files = sorted(src.glob("*.wav")) if src.is_dir() else [src]
+    if not files:
+        raise ValueError(f"{src}: no .wav files")
+    it = files
+    if progress and len(files) > 1:
+        from tqdm.auto import tqdm
+
+        it = tqdm(files, desc="enhance", unit="file")
+    total_audio = total_time = 0.0
+    for f in it:
+        _, noisy = load_pair(SpeechPair(f.stem, None, f))
+        r = enhance(noisy, model.denoiser, solver, steps=steps, seed=seed, pad_multiple=model.pad_multiple,
+                    dtype=model.dtype, final_denoise=final_denoise)
+        save_wav(Path(out) / f.name, r.wav)
+        total_audio += r.audio_seconds
+        total_time += r.seconds
+    return FolderResult(len(files), r.nfe, total_audio, total_time)

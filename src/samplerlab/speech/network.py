@@ -5,6 +5,9 @@ the noisy state and of y (4 channels in, 2 out), as in SGMSE+ (Richter et al. 20
 behind EDM preconditioning so it is a denoiser of the OUVE residual u = x - y like the Gaussian-prior
 model. Training (``training.edm.train`` with ``sigma_distribution = "ouve"``) draws t ~ U(t_eps, 1),
 i.e. SGMSE+'s denoising score matching with the EDM loss weight, on random crops of the training pairs.
+
+The network registers as ``speech-unet`` in ``nets.NETS`` (through the ``samplerlab.nets`` entry point, so
+training and checkpoint loading find it without importing this package).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..nets import NETS
 from ..nets.unet import UNet, UNetConfig
 from .frontend import SpecConfig, normalise_pair, wav_to_spec
 from .gaussian import complex_to_channels
 
-__all__ = ["SpeechScoreNet", "SpeechCropSource"]
+__all__ = ["SpeechScoreNet", "SpeechCropSource", "build_speech_unet", "speech_train_config"]
 
 
 class SpeechScoreNet(nn.Module):
@@ -31,6 +35,24 @@ class SpeechScoreNet(nn.Module):
         if y is None:
             raise ValueError("the speech score network is conditioned on the noisy spectrogram: pass y=...")
         return self.unet(torch.cat([x, y.to(x.dtype)], dim=1), c_noise)
+
+
+@NETS.register("speech-unet")
+def build_speech_unet(shape: tuple, num_classes: int, config) -> SpeechScoreNet:
+    """The y-conditioned U-Net for examples of shape (2, frequency bins, frames)."""
+    return SpeechScoreNet(shape[1], config.unet_config())
+
+
+def speech_train_config(source: "SpeechCropSource", *, steps: int = 8000, batch_size: int = 8, lr: float = 5e-4,
+                        seed: int = 0, checkpoint_every: int = 500, **unet):
+    """``samplerlab speech train``'s recipe: SGMSE+'s noise levels (t ~ U(t_eps, 1) of OUVE), EMA 0.999, no
+    dropout, sigma_data = the std of the training residuals; ``unet``: the U-Net's TrainConfig fields."""
+    from ..training import TrainConfig
+
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=400,  # fixed: runs can be extended
+                       ema_decay=0.999, sigma_data=round(source.residual_std(), 4), label_dropout=0.0,
+                       sigma_distribution="ouve", net="speech-unet", dropout=0.0, seed=seed,
+                       checkpoint_every=checkpoint_every, log_every=min(100, steps), **unet)
 
 
 class SpeechCropSource:

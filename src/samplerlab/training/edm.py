@@ -31,13 +31,13 @@ import torch
 from torch import Tensor
 
 from ..denoisers import EDMPrecond
+from ..distributed import all_reduce_mean, rank_and_world
 from ..io import atomic_path, atomic_write_text
-from ..nets import MLPDenoiserNet, UNet, UNetConfig
+from ..nets import NETS, UNetConfig
+from .loss import SIGMA_DISTRIBUTIONS, EDMLoss
 
-__all__ = ["TrainConfig", "EDMLoss", "TensorSource", "train", "load_checkpoint", "build_net", "NETS"]
+__all__ = ["TrainConfig", "EDMLoss", "TensorSource", "train", "load_checkpoint", "build_net"]
 
-NETS = ("auto", "mlp", "unet", "speech-unet")  # auto: U-Net for images (C, H, W), MLP otherwise
-SIGMA_DISTRIBUTIONS = ("lognormal", "ouve")
 
 
 @dataclass
@@ -57,10 +57,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 100
     amp: bool = True  # bfloat16 autocast where the device supports it (CUDA); CPU runs in float32
-    # noise levels: "lognormal" (EDM: ln sigma ~ N(p_mean, p_std^2)) or "ouve" (t ~ U(t_eps, 1) of the OUVE
-    # process, SGMSE+'s denoising score matching)
+    # noise levels (training.loss.SIGMA_DISTRIBUTIONS): "lognormal" (EDM: ln sigma ~ N(p_mean, p_std^2)) or
+    # "ouve" (t ~ U(t_eps, 1) of the OUVE process, SGMSE+'s denoising score matching)
     sigma_distribution: str = "lognormal"
-    net: str = "auto"
+    net: str = "auto"  # a name of nets.NETS, or auto
     # MLP (low-dimensional data)
     hidden: int = 128
     depth: int = 3
@@ -80,14 +80,21 @@ class TrainConfig:
             raise ValueError(f"steps, batch_size and lr must be positive, got {self.steps}, {self.batch_size}, {self.lr}")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.label_dropout < 1:
             raise ValueError(f"ema_decay and label_dropout must be in [0, 1), got {self.ema_decay}, {self.label_dropout}")
-        if self.net not in NETS:
-            raise ValueError(f"unknown net {self.net!r}; valid: {', '.join(NETS)}")
-        if self.sigma_distribution not in SIGMA_DISTRIBUTIONS:
-            raise ValueError(f"unknown sigma_distribution {self.sigma_distribution!r}; valid: {', '.join(SIGMA_DISTRIBUTIONS)}")
+        if self.net != "auto":  # auto: the U-Net for images (C, H, W), the MLP otherwise
+            NETS.get(self.net)
+        SIGMA_DISTRIBUTIONS.get(self.sigma_distribution)
 
     def unet_config(self) -> UNetConfig:
         return UNetConfig(channels=self.channels, channel_mult=self.channel_mult, num_blocks=self.num_blocks,
                           attention_resolutions=self.attention_resolutions, dropout=self.dropout)
+
+    @classmethod
+    def for_data(cls, images: bool, **settings) -> "TrainConfig":
+        """samplerlab train's defaults: images (U-Net, ~10 min on digits on 2 cores) or 2-D toys (MLP);
+        ``settings`` that are None keep the default."""
+        defaults = dict(steps=4000, batch_size=128, lr=2e-3, ema_decay=0.999, warmup=200) if images else \
+            dict(steps=3000, batch_size=256, lr=2e-3)
+        return cls(**{**defaults, **{k: v for k, v in settings.items() if v is not None}})
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -96,35 +103,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; valid: {sorted(names)}")
         return cls(**d)
-
-
-class EDMLoss:
-    """lambda(sigma) ||D(x + sigma e; sigma) - x||^2 with ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, eq. 8 and Table 1)."""
-
-    def __init__(self, p_mean: float, p_std: float, sigma_data: float, distribution: str = "lognormal"):
-        self.p_mean, self.p_std, self.sigma_data, self.distribution = p_mean, p_std, sigma_data, distribution
-
-    def draw(self, shape: tuple[int, ...], g: torch.Generator, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-        """(sigma, noise) for a batch of ``shape``, from the CPU generator ``g``."""
-        if self.distribution == "ouve":  # SGMSE+: t ~ U(t_eps, 1) of the OUVE process (Richter et al. 2023, Sec. III)
-            from ..processes import OUVE
-
-            process = OUVE()
-            t = process.t_min + (process.t_max - process.t_min) * torch.rand(shape[0], generator=g, dtype=torch.float64)
-            sigma = process.sigma(t).to(dtype)
-        else:
-            sigma = torch.exp(self.p_mean + self.p_std * torch.randn(shape[0], generator=g, dtype=dtype))
-        return sigma, torch.randn(shape, generator=g, dtype=dtype)
-
-    def weighted(self, denoiser, x: Tensor, sigma: Tensor, noise: Tensor, **cond) -> Tensor:
-        s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        weight = (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
-        d = denoiser(x + s * noise, sigma, **cond)
-        return (weight * (d.float() - x) ** 2).mean()
-
-    def __call__(self, denoiser, x: Tensor, g: torch.Generator, **cond) -> Tensor:
-        sigma, noise = self.draw(tuple(x.shape), g, x.dtype)
-        return self.weighted(denoiser, x, sigma, noise, **cond)
 
 
 class TensorSource:
@@ -153,16 +131,9 @@ def build_net(shape: tuple[int, ...] | int, num_classes: int, config: TrainConfi
     """The network for examples of ``shape`` (an int: a flat vector); initial weights depend on the seed only."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     kind = config.net if config.net != "auto" else ("unet" if len(shape) == 3 else "mlp")
+    builder = NETS.get(kind)
     torch.manual_seed(config.seed)
-    if kind == "speech-unet":
-        from ..speech.network import SpeechScoreNet
-
-        return SpeechScoreNet(shape[1], config.unet_config())
-    if kind == "unet":
-        if len(shape) != 3 or shape[1] != shape[2]:
-            raise ValueError(f"the U-Net takes square images (C, H, W), got examples of shape {shape}")
-        return UNet(shape[0], shape[1], config.unet_config(), num_classes=num_classes)
-    return MLPDenoiserNet(math.prod(shape), config.hidden, config.depth, num_classes=num_classes)
+    return builder(shape, num_classes, config)
 
 
 def _state_tensors(net, ema, opt, data_rng, noise_rng) -> dict[str, Tensor]:
@@ -211,14 +182,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return EDMPrecond(net, config.sigma_data), meta
 
 
-def _distributed() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class _JsonlLog:
     """log.jsonl of a run, trimmed on resume to the checkpoint's step so that no line is repeated."""
 
@@ -256,7 +219,7 @@ def train(
 
     config.validate()
     device = torch.device(device)
-    rank, world = _distributed()
+    rank, world = rank_and_world()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
     out_dir = Path(out_dir)
@@ -338,12 +301,7 @@ def train(
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), net.parameters()):
                 pe.lerp_(p, 1 - config.ema_decay)
-        if world > 1:  # the logged loss is the global batch's
-            import torch.distributed as dist
-
-            loss = loss.detach().clone()
-            dist.all_reduce(loss)
-            loss /= world
+        loss = all_reduce_mean(loss)  # the logged loss is the global batch's
         step += 1
         done_here += 1
         losses.append(float(loss.detach()))

@@ -1,0 +1,248 @@
+"""The TOML experiment schema and its validation: what ``samplerlab run FILE`` reads.
+
+TOML layout::
+
+    [experiment]
+    name = "schedule-study"
+    problem = "ouve-gmm"        # conditional (ouve-gmm), unconditional (ring, gmm64, gauss16) or "speech"
+    # corpus = "data/speech-corpus"   # problem = "speech": a make-corpus folder; files = 10; prior = "utterance";
+    #                                   model = "gaussian" or a speech train checkpoint; dnsmos = "MODEL_DIR"
+    process = "ouve"            # the base process the model was trained with
+    samples = 256
+    seed = 0
+    dtype = "float64"
+    metrics = ["snr_db", "rms_posterior_mean", "posterior_nll_gap"]   # see metrics.registry
+
+    [[study]]
+    name = "interchanged schedules"
+    solvers = ["pc:corrector=annealed-langevin:snr=0.5"]
+    schedules = ["ouve", "linear", "subvp", "ve", "vp", "edm"]   # "base" = the process's own
+    transforms = ["none"]       # none | steepness=A | offset=A | power=P
+    steps = [10, 15, 30]        # or nfe = [...]
+
+Every name is resolved here, once, before any work; an error names the file, the key and the valid
+choices. A cell is one (study, solver, schedule, transform, steps or NFE budget) of the grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..metrics.registry import Needs, default_metrics, metric, metrics_for
+from ..problems import CONDITIONAL_PROBLEMS, PROBLEMS
+from ..processes import PROCESSES, Process
+from ..schedules import SHAPES, ScheduledProcess
+from ..solvers import solver_from_spec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["DTYPES", "TransformKind", "Transform", "StudyConfig", "ExperimentConfig", "load_experiment", "Cell",
+           "cells_of", "process_for"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid dtypes: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+class TransformKind(enum.Enum):
+    NONE = "none"
+    STEEPNESS = "steepness"
+    OFFSET = "offset"
+    POWER = "power"
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A schedule modification: steepness alpha (on the schedule), timestep offset alpha or a power warp
+    of the steps (on the grid); see ``schedules`` and ``grids.time_steps``."""
+
+    kind: TransformKind = TransformKind.NONE
+    value: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> "Transform":
+        text = text.strip()
+        name, eq, value = text.partition("=")
+        try:
+            kind = TransformKind(name.strip())
+        except ValueError:
+            raise ValueError(f"unknown transform {text!r}; valid: none, steepness=A, offset=A, power=P") from None
+        if kind is TransformKind.NONE:
+            return cls()
+        try:
+            v = float(value)
+        except ValueError:
+            raise ValueError(f"transform {text!r} needs a number, e.g. {name}=1.2") from None
+        if not v > 0 or (kind is TransformKind.OFFSET and v > 1):
+            raise ValueError(f"transform {text!r}: steepness and power must be > 0, offset in (0, 1]")
+        return cls(kind, v)
+
+    def label(self) -> str:
+        return "none" if self.kind is TransformKind.NONE else f"{self.kind.value}={self.value:g}"
+
+
+@dataclass
+class StudyConfig:
+    name: str
+    solvers: list[str]
+    schedules: list[str] = field(default_factory=lambda: ["base"])
+    transforms: list[str] = field(default_factory=lambda: ["none"])
+    steps: list[int] = field(default_factory=list)
+    nfe: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    problem: str
+    studies: list[StudyConfig]
+    process: str = "edm"
+    process_params: dict = field(default_factory=dict)
+    samples: int | None = None
+    seed: int = 0
+    dtype: str = "float64"
+    metrics: list[str] = field(default_factory=list)
+    # problem = "speech": real recordings of a corpus's test split, enhanced with the Gaussian-prior model
+    corpus: str = ""
+    files: int | None = None  # test files used (default: all)
+    model: str = "gaussian"  # gaussian, or a checkpoint folder from samplerlab speech train
+    prior: str = "utterance"  # utterance | adaptive | stationary Gaussian prior (speech.gaussian)
+    dnsmos: str = ""  # DNSMOS P.835 model folder (metrics.dnsmos), for the dnsmos_* metrics
+
+    @property
+    def conditional(self) -> bool:
+        return self.problem in CONDITIONAL_PROBLEMS or self.speech
+
+    @property
+    def speech(self) -> bool:
+        return self.problem == "speech"
+
+    @property
+    def needs(self) -> Needs:
+        """What the problem offers the metrics to be computed against."""
+        if self.speech:
+            return Needs.CLEAN_RECORDING
+        return Needs.EXACT_POSTERIOR if self.conditional else Needs.EXACT_DENSITY
+
+    def validate(self) -> None:
+        if self.problem not in CONDITIONAL_PROBLEMS and self.problem not in PROBLEMS and not self.speech:
+            raise ValueError(f"unknown problem {self.problem!r}; valid names: "
+                             f"{', '.join(CONDITIONAL_PROBLEMS.names() + PROBLEMS.names() + ['speech'])}")
+        PROCESSES.get(self.process)
+        check_dtype(self.dtype)
+        if self.speech and not self.corpus:
+            raise ValueError("problem = 'speech' needs corpus = 'DIR' (a samplerlab speech make-corpus folder)")
+        valid = metrics_for(self.needs)
+        if not self.metrics:
+            self.metrics = default_metrics(self.needs)
+        bad = [m for m in self.metrics if m not in valid]
+        if bad:
+            raise ValueError(f"unknown metrics {bad} for problem {self.problem!r}; valid: {', '.join(valid)}")
+        if any(m.startswith("dnsmos_") for m in self.metrics) and not self.dnsmos:
+            raise ValueError("the dnsmos_* metrics need dnsmos = 'DIR', the folder with the DNSMOS P.835 model "
+                             "(sig_bak_ovr.onnx); samplerlab downloads no weights")
+        if not self.studies:
+            raise ValueError("the experiment has no [[study]] blocks")
+        for st in self.studies:
+            if not st.solvers:
+                raise ValueError(f"study {st.name!r} lists no solvers")
+            for spec in st.solvers:
+                solver_from_spec(spec)
+            for sched in st.schedules:
+                if sched != "base":
+                    SHAPES.get(sched)
+            for tr in st.transforms:
+                Transform.parse(tr)
+            if bool(st.steps) == bool(st.nfe):
+                raise ValueError(f"study {st.name!r} must give exactly one of steps = [...] or nfe = [...]")
+            if any(int(n) != n or n < 1 for n in st.steps + st.nfe):
+                raise ValueError(f"study {st.name!r}: steps / nfe must be positive integers")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no experiment file at {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from None
+    exp = dict(raw.get("experiment", {}))
+    studies_raw = raw.get("study", [])
+    known = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"studies"}
+    unknown = set(exp) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown [experiment] keys {sorted(unknown)}; valid: {sorted(known)}")
+    study_fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    studies = []
+    for st in studies_raw:
+        bad = set(st) - study_fields
+        if bad:
+            raise ValueError(f"{path}: unknown [[study]] keys {sorted(bad)}; valid: {sorted(study_fields)}")
+        studies.append(StudyConfig(**st))
+    if "name" not in exp or "problem" not in exp:
+        raise ValueError(f"{path}: [experiment] needs name and problem")
+    config = ExperimentConfig(studies=studies, **exp)
+    config.validate()
+    return config
+
+
+@dataclass(frozen=True)
+class Cell:
+    study: str
+    solver: str
+    schedule: str
+    transform: str
+    steps: int | None
+    nfe_budget: int | None
+
+    @property
+    def key(self) -> str:
+        n = f"steps={self.steps}" if self.steps is not None else f"nfe={self.nfe_budget}"
+        return f"{self.study} | {self.solver} | {self.schedule} | {self.transform} | {n}"
+
+    @property
+    def config_label(self) -> str:
+        return f"{self.solver} / {self.schedule} / {self.transform}"
+
+
+def cells_of(config: ExperimentConfig) -> list[Cell]:
+    out = []
+    for st in config.studies:
+        for solver in st.solvers:
+            for sched in st.schedules:
+                for tr in st.transforms:
+                    label = Transform.parse(tr).label()
+                    for n in st.steps:
+                        out.append(Cell(st.name, solver, sched, label, int(n), None))
+                    for b in st.nfe:
+                        out.append(Cell(st.name, solver, sched, label, None, int(b)))
+    return out
+
+
+def process_for(cell: Cell, base: Process) -> tuple[Process, Transform]:
+    """The process a cell samples (``base`` with its schedule shape and steepness) and its transform."""
+    tr = Transform.parse(cell.transform)
+    steep = tr.value if tr.kind is TransformKind.STEEPNESS else 1.0
+    if cell.schedule == "base" and steep == 1.0:
+        return base, tr
+    shape = base.name if cell.schedule == "base" else cell.schedule
+    if shape not in SHAPES:
+        raise ValueError(f"process {base.name!r} has no schedule shape of its own; name one of {SHAPES.names()}")
+    return ScheduledProcess.swap(base, shape, steep), tr

@@ -1,0 +1,70 @@
+"""Scoring a cell on real recordings: the test split of a speech corpus, enhanced with the exact
+Gaussian-prior model (``speech.gaussian``) or a trained network, and scored against the clean
+references with the speech metrics (``metrics.speech``; names and directions in
+``metrics.registry``). Every cell enhances the same files with the same seeds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from ..metrics.speech import MetricUnavailable, available_metrics, speech_metrics
+from ..processes import Process
+from .config import ExperimentConfig
+from .evaluation import summary
+
+__all__ = ["SpeechEvaluation"]
+
+
+class SpeechEvaluation:
+    def __init__(self, config: ExperimentConfig, base: Process):
+        from ..speech.data import find_speech_pairs, load_pair
+        from ..speech.enhance import load_enhancement_model
+        from ..speech.gaussian import corpus_prior
+
+        self.config, self.base = config, base
+        self.model = load_enhancement_model(config.model, corpus=config.corpus, prior_mode=config.prior)
+        self.gaussian = self.model.denoiser if config.model == "gaussian" else corpus_prior(config.corpus, config.prior)
+        self.dnsmos = None
+        if config.dnsmos:
+            from ..metrics.dnsmos import DNSMOS
+
+            self.dnsmos = DNSMOS(config.dnsmos)
+        missing = [m for m in config.metrics if m not in available_metrics(self.dnsmos)]
+        if missing:  # fail now, not after the first cell
+            raise MetricUnavailable(f"metrics {missing} cannot run here: WARP-Q needs pip install 'samplerlab[warpq]', "
+                                    "dnsmos_p808 needs model_v8.onnx in the dnsmos folder")
+        pairs = find_speech_pairs(config.corpus, "test")[: config.files]
+        self.signals = [load_pair(p) for p in pairs]
+        self.n = len(self.signals)
+
+    def _score_all(self, estimates) -> dict:
+        per = [speech_metrics(clean, est, self.config.metrics, dnsmos=self.dnsmos)
+               for (clean, _), est in zip(self.signals, estimates)]
+        return {m: summary(torch.tensor([p[m] for p in per])) for m in self.config.metrics}
+
+    def baselines(self) -> dict[str, dict]:
+        from ..speech.frontend import spec_to_wav, wav_to_spec
+        from ..speech.gaussian import channels_to_complex, complex_to_channels
+
+        wiener = []
+        for _, noisy in self.signals:
+            peak = float(noisy.abs().max())
+            y = complex_to_channels(wav_to_spec(noisy.double() / peak)).unsqueeze(0)
+            wiener.append(spec_to_wav(channels_to_complex(self.gaussian.posterior_mean(y)[0]), noisy.shape[-1]) * peak)
+        return {"noisy input y": self._score_all([n for _, n in self.signals]),
+                f"{self.config.prior} Gaussian prior's posterior mean (Wiener)": self._score_all(wiener)}
+
+    def run(self, process: Process, grid: Tensor, solver) -> dict:
+        from ..speech.enhance import enhance
+
+        start = time.perf_counter()
+        m = self.model
+        outs = [enhance(noisy, m.denoiser, solver, grid=grid, process=process, seed=self.config.seed + i,
+                        pad_multiple=m.pad_multiple, dtype=m.dtype) for i, (_, noisy) in enumerate(self.signals)]
+        seconds = time.perf_counter() - start
+        return {"nfe": outs[0].nfe, "seconds": seconds, "rtf": seconds / sum(o.audio_seconds for o in outs),
+                "metrics": self._score_all([o.wav for o in outs])}
