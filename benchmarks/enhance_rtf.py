@@ -21,7 +21,6 @@ from samplerlab.speech.enhance import enhance
 from samplerlab.speech.frontend import SpecConfig, pad_to_multiple, wav_to_spec
 from samplerlab.speech.gaussian import GaussianSpeechPrior, complex_to_channels
 from samplerlab.speech.network import SpeechScoreNet
-
 from timing import best_of  # benchmarks/timing.py
 
 
@@ -43,10 +42,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     noisy = test_signal(args.seconds)
-    net = SpeechScoreNet(256, UNetConfig(channels=16, channel_mult=(1, 2, 2, 2), num_blocks=1,
-                                         attention_resolutions=(32,))).eval()
-    models = {"gaussian (utterance)": (GaussianSpeechPrior(mode="utterance"), 1, torch.float64),
-              "network (16 ch)": (EDMPrecond(net, 0.054), net.down_factor, torch.float32)}
+    net = SpeechScoreNet(
+        256, UNetConfig(channels=16, channel_mult=(1, 2, 2, 2), num_blocks=1, attention_resolutions=(32,))
+    ).eval()
+    models = {
+        "gaussian (utterance)": (GaussianSpeechPrior(mode="utterance"), 1, torch.float64),
+        "network (16 ch)": (EDMPrecond(net, 0.054), net.down_factor, torch.float32),
+    }
     process = OUVE()
     print(f"{args.seconds:.1f} s of audio, {args.steps} steps of SGMSE+'s PC sampler, {args.threads} thread(s)")
     print(f"{'model':22s} {'NFE':>4s} {'baseline RTF':>13s} {'enhance RTF':>12s} {'outside model':>14s}")

@@ -17,10 +17,9 @@ import torch
 from samplerlab.grids import karras
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
-from samplerlab.sampling import prior_sample, sample
 from samplerlab.processes import EDM
+from samplerlab.sampling import prior_sample, sample
 from samplerlab.solvers import make_solver
-
 from timing import best_of  # benchmarks/timing.py
 
 

@@ -21,8 +21,8 @@ from samplerlab.grids import karras
 from samplerlab.imaging import save_image_grid
 from samplerlab.metrics.features import ClassifierFeatures, load_or_train_classifier
 from samplerlab.noise import SampleNoise
-from samplerlab.sampling import prior_sample, sample
 from samplerlab.processes import EDM
+from samplerlab.sampling import prior_sample, sample
 from samplerlab.solvers import solver_from_spec
 from samplerlab.training import load_checkpoint
 
@@ -31,7 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/train-digits")
     parser.add_argument("--out", default="docs/inpainting.png")
-    parser.add_argument("--solver", default="ddim:eta=1", help="stochastic solvers suit replacement (default: ddim:eta=1)")
+    parser.add_argument(
+        "--solver", default="ddim:eta=1", help="stochastic solvers suit replacement (default: ddim:eta=1)"
+    )
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--columns", type=int, default=12, help="digits shown")
     parser.add_argument("--evaluate", type=int, default=300, help="held-out digits for the class agreement figure")
@@ -61,9 +63,11 @@ def main() -> None:
     classifier = ClassifierFeatures(load_or_train_classifier(train_set.data, train_set.labels))
     blank = mask * known + (1 - mask) * -1.0
     agree = [float((classifier.predict(c) == labels).double().mean()) for c in completions]
-    print(f"classifier agrees with the original class: completed {sum(agree) / 3:.3f} "
-          f"(seeds: {', '.join(f'{a:.3f}' for a in agree)}); bottom half blank {float((classifier.predict(blank) == labels).double().mean()):.3f}; "
-          f"originals {float((classifier.predict(known) == labels).double().mean()):.3f} ({n} held-out digits)")
+    print(
+        f"classifier agrees with the original class: completed {sum(agree) / 3:.3f} "
+        f"(seeds: {', '.join(f'{a:.3f}' for a in agree)}); bottom half blank {float((classifier.predict(blank) == labels).double().mean()):.3f}; "
+        f"originals {float((classifier.predict(known) == labels).double().mean()):.3f} ({n} held-out digits)"
+    )
 
     c = args.columns
     masked_view = mask * known[:c] + (1 - mask) * 0.0  # unknown half shown grey

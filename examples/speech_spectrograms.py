@@ -23,7 +23,9 @@ from samplerlab.speech.enhance import enhance, load_enhancement_model  # noqa: E
 
 
 def log_power(wav: torch.Tensor, n_fft: int = 510, hop: int = 128) -> torch.Tensor:
-    spec = torch.stft(wav.double(), n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), return_complex=True)
+    spec = torch.stft(
+        wav.double(), n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), return_complex=True
+    )
     return 10 * torch.log10(spec.abs() ** 2 + 1e-10)
 
 
@@ -55,8 +57,15 @@ def main() -> None:
         if title != "clean":
             m = speech_metrics(clean, wav, ("pesq", "si_sdr"))
             title = f"{title}: PESQ {m['pesq']:.2f}, SI-SDR {m['si_sdr']:.1f} dB"
-        ax.imshow((log_power(wav) - ref).numpy(), origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma",
-                  extent=(0, seconds, 0, 8))
+        ax.imshow(
+            (log_power(wav) - ref).numpy(),
+            origin="lower",
+            aspect="auto",
+            vmin=-80,
+            vmax=0,
+            cmap="magma",
+            extent=(0, seconds, 0, 8),
+        )
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("kHz")
     axes[-1].set_xlabel("seconds")

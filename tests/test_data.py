@@ -8,7 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from samplerlab.data import DataError, load_cifar10, load_dataset, load_digits, load_fashion_mnist, load_image_folder, make_toy
+from samplerlab.data import (
+    DataError,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_fashion_mnist,
+    load_image_folder,
+    make_toy,
+)
 from samplerlab.registry import UnknownNameError
 
 

@@ -1,9 +1,6 @@
-import math
-
 import pytest
 import torch
 
-from samplerlab.analytic import GaussianMixture
 from samplerlab.metrics import nll_gap, reference_ode_solution, rms_distance, sliced_wasserstein2
 from samplerlab.problems import make_problem
 
@@ -30,8 +27,12 @@ def test_sliced_w2_of_a_translation_is_exact():
 
 def test_sliced_w2_floor_shrinks_with_samples():
     m = make_problem("ring").model
-    small = sliced_wasserstein2(m.sample(200, torch.Generator().manual_seed(1)), m.sample(200, torch.Generator().manual_seed(2)))
-    large = sliced_wasserstein2(m.sample(20000, torch.Generator().manual_seed(1)), m.sample(20000, torch.Generator().manual_seed(2)))
+    small = sliced_wasserstein2(
+        m.sample(200, torch.Generator().manual_seed(1)), m.sample(200, torch.Generator().manual_seed(2))
+    )
+    large = sliced_wasserstein2(
+        m.sample(20000, torch.Generator().manual_seed(1)), m.sample(20000, torch.Generator().manual_seed(2))
+    )
     assert large < small / 3
 
 

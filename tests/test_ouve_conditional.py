@@ -7,13 +7,15 @@ import torch
 from samplerlab.analytic import GaussianMixture, JointGaussianMixture
 from samplerlab.grids import uniform_time
 from samplerlab.noise import SampleNoise
-from samplerlab.sampling import sample
 from samplerlab.processes import OUVE
+from samplerlab.sampling import sample
 from samplerlab.solvers import make_solver
 
-CLEAN = GaussianMixture(torch.tensor([0.4, 0.6], dtype=torch.float64),
-                        torch.tensor([[-0.3, 0.2], [0.4, -0.1]], dtype=torch.float64),
-                        torch.tensor([[0.02, 0.05], [0.04, 0.01]], dtype=torch.float64))
+CLEAN = GaussianMixture(
+    torch.tensor([0.4, 0.6], dtype=torch.float64),
+    torch.tensor([[-0.3, 0.2], [0.4, -0.1]], dtype=torch.float64),
+    torch.tensor([[0.02, 0.05], [0.04, 0.01]], dtype=torch.float64),
+)
 JOINT = JointGaussianMixture.clean_plus_noise(CLEAN, torch.tensor([0.05, 0.05], dtype=torch.float64))
 
 

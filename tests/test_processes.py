@@ -1,12 +1,11 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from samplerlab.registry import UnknownNameError
 from samplerlab.processes import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make_process
+from samplerlab.registry import UnknownNameError
 
 ALL = [EDM(), VE(), VPLinear(), VPCosine(), SubVP(), OUVE(), OUVE(theta=0.5, sigma_lo=0.1, sigma_hi=1.0)]
 

@@ -1,8 +1,6 @@
 """Solvers against exact answers: convergence orders on a Gaussian whose probability-flow ODE is
 closed form, moment matching for stochastic solvers, exact equivalences, and a contract suite."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -11,8 +9,8 @@ from samplerlab.analytic import GaussianMixture
 from samplerlab.grids import karras, uniform_time
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
-from samplerlab.sampling import generate, prior_sample, sample
 from samplerlab.processes import EDM, OUVE, VE, SubVP, VPCosine, VPLinear
+from samplerlab.sampling import generate, prior_sample, sample
 from samplerlab.solvers import SOLVERS, make_solver
 
 GAUSS = make_problem("gauss16").model  # eigenvalues in [1e-3, 1]: a stiff-ish exact problem
@@ -36,12 +34,20 @@ def fitted_order(solver, process, grid_fn, steps=(32, 64, 128, 256)):
 
 
 CASES = [
-    ("euler", EDM(), karras), ("heun", EDM(), karras), ("ddim", EDM(), karras),
-    ("euler", VPLinear(), uniform_time), ("heun", VPLinear(), uniform_time), ("ddim", VPLinear(), uniform_time),
-    ("euler", VPCosine(), karras), ("heun", VPCosine(), karras),
-    ("euler", SubVP(), uniform_time), ("heun", SubVP(), uniform_time),
-    ("euler", OUVE(), uniform_time), ("heun", OUVE(), uniform_time),
-    ("euler", VE(), karras), ("heun", VE(), karras),
+    ("euler", EDM(), karras),
+    ("heun", EDM(), karras),
+    ("ddim", EDM(), karras),
+    ("euler", VPLinear(), uniform_time),
+    ("heun", VPLinear(), uniform_time),
+    ("ddim", VPLinear(), uniform_time),
+    ("euler", VPCosine(), karras),
+    ("heun", VPCosine(), karras),
+    ("euler", SubVP(), uniform_time),
+    ("heun", SubVP(), uniform_time),
+    ("euler", OUVE(), uniform_time),
+    ("heun", OUVE(), uniform_time),
+    ("euler", VE(), karras),
+    ("heun", VE(), karras),
 ]
 
 
@@ -74,8 +80,9 @@ def test_euler_ancestral_is_ddim_with_same_eta_under_edm(eta):
 
 # -- stochastic solvers reproduce the target distribution ---------------------------------
 
-TARGET = GaussianMixture.gaussian(torch.tensor([0.5, -0.3], dtype=torch.float64),
-                                  torch.tensor([[0.30, 0.10], [0.10, 0.20]], dtype=torch.float64))
+TARGET = GaussianMixture.gaussian(
+    torch.tensor([0.5, -0.3], dtype=torch.float64), torch.tensor([[0.30, 0.10], [0.10, 0.20]], dtype=torch.float64)
+)
 
 STOCHASTIC = [
     ("euler-maruyama", {}, EDM(), karras),

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from samplerlab.speech import (SpecConfig, compress, decompress, load_wav, normalise_pair, pad_to_multiple, save_wav,
-                               spec_to_wav, wav_to_spec)
+from samplerlab.speech import (
+    compress,
+    decompress,
+    load_wav,
+    normalise_pair,
+    pad_to_multiple,
+    save_wav,
+    spec_to_wav,
+    wav_to_spec,
+)
 
 
 def test_stft_shape_and_round_trip():

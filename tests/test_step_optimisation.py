@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from samplerlab.grids import GridError, karras, make_grid
 from samplerlab.experiments.step_optimisation import least_cost_path, optimise_steps, save_grid
+from samplerlab.grids import GridError, karras, make_grid
 from samplerlab.metrics import reference_ode_solution, rms_distance
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
-from samplerlab.sampling import prior_sample, sample
 from samplerlab.processes import EDM
+from samplerlab.sampling import prior_sample, sample
 from samplerlab.solvers import make_solver
 
 

@@ -15,18 +15,38 @@ from .denoisers import (
 )
 from .grids import GRIDS, make_grid, validate_grid
 from .noise import SampleNoise
-from .sampling import SampleResult, StepRecord, generate, prior_sample, sample
 from .processes import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make_process
+from .sampling import SampleResult, StepRecord, generate, prior_sample, sample
 from .solvers import SOLVERS, make_solver
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GaussianMixture", "JointGaussianMixture",
-    "ClassifierFreeGuidance", "DiscreteDDPMAdapter", "EDMPrecond", "NFECounter", "Prediction", "PredictionAdapter",
-    "GRIDS", "make_grid", "validate_grid",
+    "GaussianMixture",
+    "JointGaussianMixture",
+    "ClassifierFreeGuidance",
+    "DiscreteDDPMAdapter",
+    "EDMPrecond",
+    "NFECounter",
+    "Prediction",
+    "PredictionAdapter",
+    "GRIDS",
+    "make_grid",
+    "validate_grid",
     "SampleNoise",
-    "SampleResult", "StepRecord", "generate", "prior_sample", "sample",
-    "EDM", "OUVE", "PROCESSES", "VE", "SubVP", "VPCosine", "VPLinear", "make_process",
-    "SOLVERS", "make_solver",
+    "SampleResult",
+    "StepRecord",
+    "generate",
+    "prior_sample",
+    "sample",
+    "EDM",
+    "OUVE",
+    "PROCESSES",
+    "VE",
+    "SubVP",
+    "VPCosine",
+    "VPLinear",
+    "make_process",
+    "SOLVERS",
+    "make_solver",
 ]

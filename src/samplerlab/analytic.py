@@ -43,7 +43,9 @@ class GaussianMixture:
         covs = torch.as_tensor(covs, dtype=dtype)
         K, d = means.shape[-2], means.shape[-1]
         if weights.shape[-1] != K or bool((weights < 0).any()):
-            raise ValueError(f"weights must be non-negative with last dimension K={K}, got shape {tuple(weights.shape)}")
+            raise ValueError(
+                f"weights must be non-negative with last dimension K={K}, got shape {tuple(weights.shape)}"
+            )
         self.log_weights = torch.log(weights / weights.sum(-1, keepdim=True))
         self.means = means
         if covs.shape == (K, d):

@@ -7,7 +7,6 @@ are for constraints on the state itself.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from .solvers.base import StepContext

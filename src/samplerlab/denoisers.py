@@ -87,9 +87,7 @@ def _x0_from_output(pred: Tensor, x_t: Tensor, alpha, sigma_t, prediction: Predi
     raise ValueError(f"prediction {prediction.value!r} needs the process's time derivatives")
 
 
-def x0_from_prediction(
-    pred: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction
-) -> Tensor:
+def x0_from_prediction(pred: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction) -> Tensor:
     """Invert a network output to x_0 (sigma already shaped like x)."""
     _, s, ds, dsig = _coefficients(process, sigma)
     alpha, sigma_t = s, s * sigma
@@ -103,9 +101,7 @@ def x0_from_prediction(
     raise ValueError(f"unknown prediction {prediction!r}; valid: {[p.value for p in Prediction]}")
 
 
-def prediction_from_x0(
-    x0: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction
-) -> Tensor:
+def prediction_from_x0(x0: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction) -> Tensor:
     """What a network of the given kind would output when its x_0 estimate is ``x0``."""
     _, s, ds, dsig = _coefficients(process, sigma)
     alpha, sigma_t = s, s * sigma
@@ -231,8 +227,9 @@ class ClassifierFreeGuidance:
     sigmas are handled sample by sample. Two model calls where guidance applies, one elsewhere.
     """
 
-    def __init__(self, denoiser: Denoiser, scale: float, uncond: dict | None = None,
-                 interval: tuple[float, float] | None = None):
+    def __init__(
+        self, denoiser: Denoiser, scale: float, uncond: dict | None = None, interval: tuple[float, float] | None = None
+    ):
         if interval is not None and not 0 <= interval[0] < interval[1]:
             raise ValueError(f"guidance interval must be (sigma_lo, sigma_hi) with 0 <= lo < hi, got {interval}")
         self.denoiser = denoiser
@@ -304,7 +301,9 @@ class DynamicThreshold:
 
     def __call__(self, x0: Tensor) -> Tensor:
         flat = x0.reshape(x0.shape[0], -1).abs()
-        s = torch.quantile(flat.to(torch.float32 if flat.dtype == torch.float16 else flat.dtype), self.percentile, dim=1)
+        s = torch.quantile(
+            flat.to(torch.float32 if flat.dtype == torch.float16 else flat.dtype), self.percentile, dim=1
+        )
         s = s.clamp_min(self.bound).to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
         return torch.maximum(torch.minimum(x0, s), -s) * (self.bound / s)
 

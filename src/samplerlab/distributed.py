@@ -13,8 +13,17 @@ from typing import Sequence, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["rank", "world_size", "rank_and_world", "init_from_env", "barrier", "shard", "gather",
-           "all_reduce_mean", "local_device"]
+__all__ = [
+    "rank",
+    "world_size",
+    "rank_and_world",
+    "init_from_env",
+    "barrier",
+    "shard",
+    "gather",
+    "all_reduce_mean",
+    "local_device",
+]
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .registry import Registry
 from .processes import Process
+from .registry import Registry
 
 __all__ = [
     "GridError",
@@ -102,7 +102,12 @@ def _finish(levels: Tensor, final_zero: bool, process: Process | None, ends=None
 
 
 def karras(
-    num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, rho: float = 7.0,
+    num_steps: int,
+    process: Process | None = None,
+    *,
+    sigma_min=None,
+    sigma_max=None,
+    rho: float = 7.0,
     final_zero: bool = True,
 ) -> Tensor:
     """sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho (Karras et al. 2022, eq. 5)."""
@@ -113,7 +118,12 @@ def karras(
 
 
 def polyexponential(
-    num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, rho: float = 1.0,
+    num_steps: int,
+    process: Process | None = None,
+    *,
+    sigma_min=None,
+    sigma_max=None,
+    rho: float = 1.0,
     final_zero: bool = True,
 ) -> Tensor:
     """log sigma_i = log sigma_max + (i/(N-1))^rho (log sigma_min - log sigma_max); rho = 1 is geometric."""
@@ -123,12 +133,16 @@ def polyexponential(
     return _finish(levels, final_zero, process, (lo, hi))
 
 
-def exponential(num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, final_zero=True) -> Tensor:
+def exponential(
+    num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, final_zero=True
+) -> Tensor:
     """Geometric sigmas: uniform in log sigma."""
     return polyexponential(num_steps, process, sigma_min=sigma_min, sigma_max=sigma_max, rho=1.0, final_zero=final_zero)
 
 
-def logsnr_uniform(num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, final_zero=True) -> Tensor:
+def logsnr_uniform(
+    num_steps: int, process: Process | None = None, *, sigma_min=None, sigma_max=None, final_zero=True
+) -> Tensor:
     """Uniform in log-SNR lambda = log(s / (s sigma)) = -log sigma (Lu et al. 2022, Sec. 3.3 "logSNR").
 
     Since every process shares x_hat's SNR 1/sigma^2, this equals the geometric grid.
@@ -139,7 +153,12 @@ def logsnr_uniform(num_steps: int, process: Process | None = None, *, sigma_min=
 
 
 def time_steps(
-    num_steps: int, process: Process | None = None, *, offset: float = 1.0, power: float = 1.0, final_zero: bool = True,
+    num_steps: int,
+    process: Process | None = None,
+    *,
+    offset: float = 1.0,
+    power: float = 1.0,
+    final_zero: bool = True,
 ) -> Tensor:
     """Steps in the process's time t, then sigma_i = sigma(t_i):
 

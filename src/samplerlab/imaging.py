@@ -13,8 +13,9 @@ from .io import atomic_path
 __all__ = ["save_image_grid"]
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, padding: int = 1,
-                    scale: int = 1) -> Path:
+def save_image_grid(
+    images: torch.Tensor, path: str | Path, nrow: int | None = None, padding: int = 1, scale: int = 1
+) -> Path:
     """(B, C, H, W) images with values in [-1, 1] (clipped) tiled into a PNG; C is 1 or 3.
     ``scale`` enlarges each pixel to scale x scale (small images such as 8 x 8 digits)."""
     from PIL import Image

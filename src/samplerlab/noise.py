@@ -83,4 +83,3 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise ValueError(f"no seeds in {text!r}")
     return seeds
-

@@ -15,7 +15,14 @@ import torch
 from .analytic import GaussianMixture, JointGaussianMixture
 from .registry import Registry
 
-__all__ = ["AnalyticProblem", "PROBLEMS", "make_problem", "ConditionalProblem", "CONDITIONAL_PROBLEMS", "make_conditional_problem"]
+__all__ = [
+    "AnalyticProblem",
+    "PROBLEMS",
+    "make_problem",
+    "ConditionalProblem",
+    "CONDITIONAL_PROBLEMS",
+    "make_conditional_problem",
+]
 
 
 @dataclass
@@ -112,8 +119,9 @@ def ouve_gmm(dim: int = 16, components: int = 4, seed: int = 7) -> ConditionalPr
     clean = GaussianMixture(weights, means, covs)
     noise = _log_uniform(dim, 0.02, 0.2, g)
     joint = JointGaussianMixture.clean_plus_noise(clean, noise)
-    return ConditionalProblem("ouve-gmm", f"{components}-component clean mixture in {dim}-D plus coloured noise",
-                              joint, 256)
+    return ConditionalProblem(
+        "ouve-gmm", f"{components}-component clean mixture in {dim}-D plus coloured noise", joint, 256
+    )
 
 
 def make_conditional_problem(name: str) -> ConditionalProblem:

@@ -77,7 +77,9 @@ def sample(
     if solver.stochastic and noise is None:
         raise ValueError(f"solver {solver.name!r} is stochastic: pass noise=SampleNoise(seeds)")
     if noise is None and any(getattr(h, "needs_noise", False) for h in hooks):
-        raise ValueError(f"hook {type(next(h for h in hooks if h.needs_noise)).__name__} draws noise: pass noise=SampleNoise(seeds)")
+        raise ValueError(
+            f"hook {type(next(h for h in hooks if h.needs_noise)).__name__} draws noise: pass noise=SampleNoise(seeds)"
+        )
     if noise is not None and len(noise) != x.shape[0]:
         raise ValueError(f"batch of {x.shape[0]} samples but {len(noise)} seeds")
     counter = NFECounter(denoiser)

@@ -22,14 +22,14 @@ while the model is queried at the noise level it was trained for.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from .registry import Registry
 from .processes import OUVE, Process, SubVP, VPLinear
+from .registry import Registry
 
 __all__ = ["Shape", "SHAPES", "Schedule", "ScheduledProcess", "make_shape"]
 
@@ -77,7 +77,9 @@ def subvp() -> Shape:
 def edm(rho: float = 7.0, sigma_min: float = 0.002, sigma_max: float = 80.0) -> Shape:
     """Karras et al. 2022, eq. 5 as a function of tau: (a + tau (b - a))^rho, a = sigma_min^(1/rho), b = sigma_max^(1/rho)."""
     a, b = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return Shape("edm", lambda tau: (a + tau * (b - a)) ** rho, lambda tau: rho * (b - a) * (a + tau * (b - a)) ** (rho - 1))
+    return Shape(
+        "edm", lambda tau: (a + tau * (b - a)) ** rho, lambda tau: rho * (b - a) * (a + tau * (b - a)) ** (rho - 1)
+    )
 
 
 @SHAPES.register("ouve")
@@ -120,7 +122,9 @@ class Schedule:
         return _t(tau).clamp_min(0.0) ** self.steepness
 
     def sigma(self, tau) -> Tensor:
-        return self.sigma_min + (self.sigma_max - self.sigma_min) * (self.shape.f(self._warp(tau)) - self._lo) / self._span
+        return (
+            self.sigma_min + (self.sigma_max - self.sigma_min) * (self.shape.f(self._warp(tau)) - self._lo) / self._span
+        )
 
     def dsigma_dtau(self, tau) -> Tensor:
         tau = _t(tau).clamp_min(1e-300)
@@ -184,8 +188,10 @@ class ScheduledProcess(Process):
         return torch.sqrt((2 * s**2 * sig * self.dsigma_dt(t)).clamp_min(0.0))
 
     def __repr__(self) -> str:
-        return (f"ScheduledProcess(base={self.base!r}, shape={self.schedule.shape.name!r}, "
-                f"steepness={self.schedule.steepness}, range=[{self.schedule.sigma_min:g}, {self.schedule.sigma_max:g}])")
+        return (
+            f"ScheduledProcess(base={self.base!r}, shape={self.schedule.shape.name!r}, "
+            f"steepness={self.schedule.steepness}, range=[{self.schedule.sigma_min:g}, {self.schedule.sigma_max:g}])"
+        )
 
     @classmethod
     def swap(cls, base: Process, shape: str | Shape, steepness: float = 1.0) -> "ScheduledProcess":

@@ -39,7 +39,10 @@ def alphas_cumprod_from_config(config: dict) -> Tensor:
         elif schedule == "scaled_linear":
             betas = torch.linspace(start**0.5, end**0.5, T, dtype=torch.float64) ** 2
         elif schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, eq. 17 with betas clipped at 0.999
-            f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+            def f(t):
+                return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
             betas = torch.tensor([min(1 - f((k + 1) / T) / f(k / T), 0.999) for k in range(T)], dtype=torch.float64)
         else:
             raise ValueError(f"unsupported beta_schedule {schedule!r}; valid: linear, scaled_linear, squaredcos_cap_v2")
@@ -67,11 +70,15 @@ def _read_json(path: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
 
 
-def load_diffusers(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> DiffusersModel:
+def load_diffusers(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> DiffusersModel:
     try:
         from diffusers import UNet2DModel
     except ImportError:
-        raise ImportError("the diffusers adapter needs the diffusers package: pip install 'samplerlab[diffusers]'") from None
+        raise ImportError(
+            "the diffusers adapter needs the diffusers package: pip install 'samplerlab[diffusers]'"
+        ) from None
     path = Path(path)
     unet_dir = path / "unet" if (path / "unet").is_dir() else path
     if not (unet_dir / "config.json").exists():
@@ -90,13 +97,17 @@ def load_diffusers(path: str | Path, device: str | torch.device = "cpu", dtype: 
 
     adapter = DiscreteDDPMAdapter(net, alphas_cumprod_from_config(sched), _PREDICTIONS[kind])
     cfg = unet.config
-    shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size) if isinstance(cfg.sample_size, int) else (
-        cfg.in_channels, *cfg.sample_size)
+    shape = (
+        (cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        if isinstance(cfg.sample_size, int)
+        else (cfg.in_channels, *cfg.sample_size)
+    )
     return DiffusersModel(adapter, unet, sched, shape, _PREDICTIONS[kind])
 
 
-def timestep_grid(model: DiffusersModel | DiscreteDDPMAdapter, num_steps: int, spacing: str = "leading",
-                  steps_offset: int = 0) -> Tensor:
+def timestep_grid(
+    model: DiffusersModel | DiscreteDDPMAdapter, num_steps: int, spacing: str = "leading", steps_offset: int = 0
+) -> Tensor:
     """Sigmas at diffusers' timesteps for ``num_steps`` (spacing leading / linspace / trailing), then 0."""
     adapter = model.denoiser if isinstance(model, DiffusersModel) else model
     T = len(adapter.sigmas)
@@ -111,8 +122,7 @@ def timestep_grid(model: DiffusersModel | DiscreteDDPMAdapter, num_steps: int, s
     return torch.cat([adapter.sigmas[ks], torch.zeros(1, dtype=torch.float64)])
 
 
-def sample_diffusers(model: DiffusersModel, solver, steps: int, seeds, *, grid: str = "karras",
-                     progress: bool = False):
+def sample_diffusers(model: DiffusersModel, solver, steps: int, seeds, *, grid: str = "karras", progress: bool = False):
     """Sample a loaded diffusers model with any samplerlab solver from its prior N(0, I) (VP coordinates).
     ``grid``: a samplerlab grid on the model's sigma range, or diffusers-leading / -linspace / -trailing
     for diffusers' own timesteps. Returns the ``SampleResult``."""
@@ -128,5 +138,6 @@ def sample_diffusers(model: DiffusersModel, solver, steps: int, seeds, *, grid: 
         sigmas = make_grid(grid, steps, process, sigma_min=model.denoiser.sigma_min, sigma_max=model.denoiser.sigma_max)
     noise = SampleNoise(seeds, dtype=torch.float32)
     x_T = noise.randn(*model.sample_shape)
-    return sample(model, x_T, sigmas, solver, process=process, noise=noise if solver.stochastic else None,
-                  progress=progress)
+    return sample(
+        model, x_T, sigmas, solver, process=process, noise=noise if solver.stochastic else None, progress=progress
+    )

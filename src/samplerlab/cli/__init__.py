@@ -20,8 +20,12 @@ COMMANDS = (bench, run, schedules, optimise_steps, likelihood, sample, train, ev
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samplerlab", description="Samplers for diffusion models, measured.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: $SAMPLERLAB_THREADS or 1; more oversubscribes 2-core machines)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: $SAMPLERLAB_THREADS or 1; more oversubscribes 2-core machines)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

@@ -9,21 +9,34 @@ from .common import add_no_progress, csv_list, float_list, int_list, key_values,
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="exact-score benchmark of solvers x NFE on analytic problems",
-                       description="Runs every solver at every NFE budget on exact Gaussian-mixture problems "
-                                   "and prints quality tables. Defaults take about a minute on 2 cores.")
+    p = sub.add_parser(
+        "bench",
+        help="exact-score benchmark of solvers x NFE on analytic problems",
+        description="Runs every solver at every NFE budget on exact Gaussian-mixture problems "
+        "and prints quality tables. Defaults take about a minute on 2 cores.",
+    )
     p.add_argument("--problems", help="comma-separated problems (default: ring,gmm64; see `samplerlab list`)")
-    p.add_argument("--solvers", help="comma-separated solver specs NAME or NAME:KEY=VALUE:..., e.g. "
-                   "heun,dpm-solver++:order=3,unipc:variant=bh1 (default: one per solver family)")
+    p.add_argument(
+        "--solvers",
+        help="comma-separated solver specs NAME or NAME:KEY=VALUE:..., e.g. "
+        "heun,dpm-solver++:order=3,unipc:variant=bh1 (default: one per solver family)",
+    )
     p.add_argument("--nfe", type=int_list, help="comma-separated NFE budgets (default: 5,10,20,50)")
     p.add_argument("--grid", default="karras", help="time grid (default: karras)")
     p.add_argument("--grid-param", action="append", metavar="KEY=VALUE", help="grid parameter, e.g. rho=7")
     p.add_argument("--process", default="edm", help="noise process (default: edm)")
     p.add_argument("--process-param", action="append", metavar="KEY=VALUE", help="process parameter, e.g. t_max=80")
-    p.add_argument("--solver-param", action="append", metavar="SOLVER.KEY=VALUE",
-                   help="solver parameter, e.g. ddim.eta=0.5 or edm-stochastic.s_churn=10")
-    p.add_argument("--tolerances", type=float_list, help="tolerances for adaptive solvers (default: dopri5 rtol "
-                                                         "0.1,0.01,0.001; ggf reltol 0.1,0.05,0.02)")
+    p.add_argument(
+        "--solver-param",
+        action="append",
+        metavar="SOLVER.KEY=VALUE",
+        help="solver parameter, e.g. ddim.eta=0.5 or edm-stochastic.s_churn=10",
+    )
+    p.add_argument(
+        "--tolerances",
+        type=float_list,
+        help="tolerances for adaptive solvers (default: dopri5 rtol 0.1,0.01,0.001; ggf reltol 0.1,0.05,0.02)",
+    )
     p.add_argument("--samples", type=int, default=None, help="samples per problem (default: per problem)")
     p.add_argument("--seed", type=int, default=0, help="first seed; samples use seed, seed+1, ...")
     p.add_argument("--dtype", default="float32", help="float32 or float64 (default: float32)")
@@ -36,10 +49,16 @@ def run(args) -> int:
     from ..experiments.bench import BenchConfig, run_bench
     from ..experiments.report import format_bench, write_bench_outputs
 
-    config = BenchConfig(grid=args.grid, grid_params=key_values(args.grid_param, "--grid-param"),
-                         process=args.process, process_params=key_values(args.process_param, "--process-param"),
-                         solver_params=solver_params(args.solver_param), num_samples=args.samples, seed=args.seed,
-                         dtype=args.dtype)
+    config = BenchConfig(
+        grid=args.grid,
+        grid_params=key_values(args.grid_param, "--grid-param"),
+        process=args.process,
+        process_params=key_values(args.process_param, "--process-param"),
+        solver_params=solver_params(args.solver_param),
+        num_samples=args.samples,
+        seed=args.seed,
+        dtype=args.dtype,
+    )
     if args.problems:
         config.problems = csv_list(args.problems)
     if args.solvers:
@@ -56,7 +75,9 @@ def run(args) -> int:
 
         bar = tqdm(total=config.num_cells(), desc="bench", unit="cell", file=sys.stderr)
     start = time.perf_counter()
-    summaries, rows = run_bench(config, progress=(lambda label: (bar.set_postfix_str(label), bar.update(1))) if bar else None)
+    summaries, rows = run_bench(
+        config, progress=(lambda label: (bar.set_postfix_str(label), bar.update(1))) if bar else None
+    )
     if bar:
         bar.close()
     table = format_bench(config, summaries, rows)

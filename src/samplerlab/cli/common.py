@@ -6,8 +6,16 @@ import argparse
 
 from ..solvers.base import parse_value
 
-__all__ = ["csv_list", "int_list", "float_list", "key_values", "solver_params", "add_unet_args", "add_device_arg",
-           "add_no_progress"]
+__all__ = [
+    "csv_list",
+    "int_list",
+    "float_list",
+    "key_values",
+    "solver_params",
+    "add_unet_args",
+    "add_device_arg",
+    "add_no_progress",
+]
 
 
 def csv_list(text: str) -> list[str]:
@@ -53,17 +61,29 @@ def solver_params(items: list[str] | None) -> dict[str, dict]:
 
 def add_unet_args(p: argparse.ArgumentParser, channels: int, mult: list[int], attention: list[int]) -> None:
     p.add_argument("--channels", type=int, default=channels, help=f"U-Net base width (default: {channels})")
-    p.add_argument("--channel-mult", type=int_list, default=mult,
-                   help=f"U-Net widths per level (default: {','.join(map(str, mult))})")
+    p.add_argument(
+        "--channel-mult",
+        type=int_list,
+        default=mult,
+        help=f"U-Net widths per level (default: {','.join(map(str, mult))})",
+    )
     p.add_argument("--num-blocks", type=int, default=1, help="U-Net residual blocks per level (default: 1)")
-    p.add_argument("--attention", type=int_list, default=attention,
-                   help=f"resolutions (first spatial axis) with self-attention (default: {','.join(map(str, attention))})")
+    p.add_argument(
+        "--attention",
+        type=int_list,
+        default=attention,
+        help=f"resolutions (first spatial axis) with self-attention (default: {','.join(map(str, attention))})",
+    )
 
 
 def unet_settings(args) -> dict:
     """The U-Net options of ``add_unet_args`` as TrainConfig fields."""
-    return dict(channels=args.channels, channel_mult=tuple(args.channel_mult), num_blocks=args.num_blocks,
-                attention_resolutions=tuple(args.attention))
+    return dict(
+        channels=args.channels,
+        channel_mult=tuple(args.channel_mult),
+        num_blocks=args.num_blocks,
+        attention_resolutions=tuple(args.attention),
+    )
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:

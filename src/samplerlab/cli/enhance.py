@@ -13,20 +13,35 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("enhance", help="enhance noisy speech (a .wav or a folder) with any solver")
     p.add_argument("input", help="noisy .wav file or folder")
-    p.add_argument("--model", default="gaussian",
-                   help="gaussian (the exact Gaussian-prior model) or a checkpoint folder from samplerlab speech train")
-    p.add_argument("--corpus", help="corpus whose train split fits the stationary / adaptive Gaussian prior (cached in it)")
+    p.add_argument(
+        "--model",
+        default="gaussian",
+        help="gaussian (the exact Gaussian-prior model) or a checkpoint folder from samplerlab speech train",
+    )
+    p.add_argument(
+        "--corpus", help="corpus whose train split fits the stationary / adaptive Gaussian prior (cached in it)"
+    )
     p.add_argument("--prior", help="a Gaussian prior file from `samplerlab speech fit-gaussian`")
-    p.add_argument("--prior-mode", default="utterance", choices=list(PRIORS),
-                   help="utterance (default: noise and speech variances from the recording itself), adaptive "
-                        "(noise variance from the training split), stationary (both from the training split)")
-    p.add_argument("--solver", default="pc",
-                   help="solver spec; pc (default) is SGMSE+'s: reverse-diffusion predictor + annealed-Langevin "
-                        "corrector, snr 0.5 (spell out pc:... for other predictors / correctors)")
+    p.add_argument(
+        "--prior-mode",
+        default="utterance",
+        choices=list(PRIORS),
+        help="utterance (default: noise and speech variances from the recording itself), adaptive "
+        "(noise variance from the training split), stationary (both from the training split)",
+    )
+    p.add_argument(
+        "--solver",
+        default="pc",
+        help="solver spec; pc (default) is SGMSE+'s: reverse-diffusion predictor + annealed-Langevin "
+        "corrector, snr 0.5 (spell out pc:... for other predictors / correctors)",
+    )
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--snr", type=float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
-    p.add_argument("--no-final-denoise", action="store_true",
-                   help="stop at t_eps with its noise instead of the final denoising step SGMSE+ returns")
+    p.add_argument(
+        "--no-final-denoise",
+        action="store_true",
+        help="stop at t_eps with its noise instead of the final denoising step SGMSE+ returns",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="enhanced")
     add_no_progress(p)
@@ -40,13 +55,36 @@ def run(args) -> int:
     model = load_enhancement_model(args.model, corpus=args.corpus, prior_file=args.prior, prior_mode=args.prior_mode)
     solver = enhancement_solver(args.solver, args.snr)
     out = Path(args.out)
-    r = enhance_files(args.input, out, model, solver, steps=args.steps, seed=args.seed,
-                      final_denoise=not args.no_final_denoise, progress=not args.no_progress)
-    print(f"enhanced {r.files} file(s) into {out} with {model.label}, {solver.describe()}, "
-          f"{args.steps} steps ({r.nfe} NFE per file); real-time factor {r.real_time_factor:.3f} "
-          f"({r.seconds:.1f} s for {r.audio_seconds:.1f} s of audio)")
-    atomic_write_text(out / "enhance.json", json.dumps({"solver": args.solver, "steps": args.steps, "snr": args.snr,
-                                                        "model": args.model, "prior": args.prior_mode, "seed": args.seed,
-                                                        "final_denoise": not args.no_final_denoise,
-                                                        "files": r.files, "rtf": r.real_time_factor}) + "\n")
+    r = enhance_files(
+        args.input,
+        out,
+        model,
+        solver,
+        steps=args.steps,
+        seed=args.seed,
+        final_denoise=not args.no_final_denoise,
+        progress=not args.no_progress,
+    )
+    print(
+        f"enhanced {r.files} file(s) into {out} with {model.label}, {solver.describe()}, "
+        f"{args.steps} steps ({r.nfe} NFE per file); real-time factor {r.real_time_factor:.3f} "
+        f"({r.seconds:.1f} s for {r.audio_seconds:.1f} s of audio)"
+    )
+    atomic_write_text(
+        out / "enhance.json",
+        json.dumps(
+            {
+                "solver": args.solver,
+                "steps": args.steps,
+                "snr": args.snr,
+                "model": args.model,
+                "prior": args.prior_mode,
+                "seed": args.seed,
+                "final_denoise": not args.no_final_denoise,
+                "files": r.files,
+                "rtf": r.real_time_factor,
+            }
+        )
+        + "\n",
+    )
     return 0

@@ -8,16 +8,24 @@ from .common import add_no_progress, csv_list, float_list, int_list
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="Fréchet distance, precision / recall and class accuracy per solver x NFE")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder written by samplerlab train")
-    p.add_argument("--solvers", help="comma-separated solver specs (default: euler,heun,dpm-solver++,unipc:order=3,"
-                                     "ipndm,deis-tab:order=3)")
+    p.add_argument(
+        "--solvers",
+        help="comma-separated solver specs (default: euler,heun,dpm-solver++,unipc:order=3,ipndm,deis-tab:order=3)",
+    )
     p.add_argument("--nfe", type=int_list, help="NFE budgets (default: 5,10,20,35)")
     p.add_argument("--cfg", type=float_list, help="guidance scales (default: 1)")
     p.add_argument("--samples", type=int, help="samples per cell (default: as many as held-out images)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--features", help="TorchScript feature extractor (images in [-1, 1] -> (B, d)); default: "
-                                      "a classifier samplerlab trains on the data's training split")
-    p.add_argument("--cache", help="cache folder for the classifier and reference statistics "
-                                   "(default: $SAMPLERLAB_CACHE or ~/.cache/samplerlab)")
+    p.add_argument(
+        "--features",
+        help="TorchScript feature extractor (images in [-1, 1] -> (B, d)); default: "
+        "a classifier samplerlab trains on the data's training split",
+    )
+    p.add_argument(
+        "--cache",
+        help="cache folder for the classifier and reference statistics "
+        "(default: $SAMPLERLAB_CACHE or ~/.cache/samplerlab)",
+    )
     p.add_argument("--out", help="folder for table.md and results.json")
     add_no_progress(p)
     p.set_defaults(func=run)
@@ -28,9 +36,17 @@ def run(args) -> int:
     from ..experiments.image_eval import evaluate_checkpoint, format_image_eval, write_image_eval
 
     init_from_env()
-    rows, ref, config = evaluate_checkpoint(args.checkpoint, solvers=csv_list(args.solvers) if args.solvers else None,
-                                            nfes=args.nfe, guidance=args.cfg, samples=args.samples, seed=args.seed,
-                                            features=args.features, cache=args.cache, progress=not args.no_progress)
+    rows, ref, config = evaluate_checkpoint(
+        args.checkpoint,
+        solvers=csv_list(args.solvers) if args.solvers else None,
+        nfes=args.nfe,
+        guidance=args.cfg,
+        samples=args.samples,
+        seed=args.seed,
+        features=args.features,
+        cache=args.cache,
+        progress=not args.no_progress,
+    )
     if rank() != 0:
         return 0
     table = format_image_eval(rows, ref)

@@ -27,8 +27,16 @@ def run(args) -> int:
     process = make_process(args.process)
     solver = solver_from_spec(args.solver)
     steps = solver.steps_within(args.nfe, label=args.solver)
-    grid = optimise_steps(problem.model, solver, steps, process, problem.dim,
-                          num_candidates=args.candidates, calibration=args.calibration, seed=args.seed)
+    grid = optimise_steps(
+        problem.model,
+        solver,
+        steps,
+        process,
+        problem.dim,
+        num_candidates=args.candidates,
+        calibration=args.calibration,
+        seed=args.seed,
+    )
     name = args.name or f"{args.problem}-{solver.name}-nfe{args.nfe}"
     path = save_grid(name, grid, {"problem": args.problem, "process": args.process, "nfe": args.nfe}, args.grid_dir)
     print(f"{solver.describe()} at {steps} steps: summed local error {grid.cost:.3e}")

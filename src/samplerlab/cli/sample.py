@@ -12,9 +12,12 @@ def add_parser(sub) -> None:
     p.add_argument("--diffusers", help="local diffusers UNet2DModel or pipeline folder (needs samplerlab[diffusers])")
     p.add_argument("--solver", default="dpm-solver++", help="solver spec (default: dpm-solver++)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--grid", default="karras",
-                   help="karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / "
-                        "diffusers-linspace / diffusers-trailing for diffusers' own timesteps")
+    p.add_argument(
+        "--grid",
+        default="karras",
+        help="karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / "
+        "diffusers-linspace / diffusers-trailing for diffusers' own timesteps",
+    )
     p.add_argument("--checkpoint", help="checkpoint folder written by samplerlab train")
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     p.add_argument("--class-label", type=int, help="one class for every sample (default: seed %% classes)")
@@ -29,8 +32,10 @@ def run(args) -> int:
     from ..noise import parse_seeds
 
     if bool(args.diffusers) == bool(args.checkpoint):
-        raise ValueError("give one model: --checkpoint DIR (trained by samplerlab train) or --diffusers DIR "
-                         "(a local diffusers UNet2DModel or pipeline folder)")
+        raise ValueError(
+            "give one model: --checkpoint DIR (trained by samplerlab train) or --diffusers DIR "
+            "(a local diffusers UNet2DModel or pipeline folder)"
+        )
     seeds = parse_seeds(args.seeds)
     if args.checkpoint:
         return _sample_checkpoint(args, seeds)
@@ -38,11 +43,14 @@ def run(args) -> int:
     from ..solvers import solver_from_spec
 
     solver = solver_from_spec(args.solver)
-    result = sample_diffusers(load_diffusers(args.diffusers), solver, args.steps, seeds, grid=args.grid,
-                              progress=not args.no_progress)
+    result = sample_diffusers(
+        load_diffusers(args.diffusers), solver, args.steps, seeds, grid=args.grid, progress=not args.no_progress
+    )
     path = save_image_grid(result.x, args.out)
-    print(f"{len(seeds)} samples, {solver.describe()}, {result.num_steps} steps, {result.nfe} NFE, "
-          f"{result.wall_seconds:.1f} s; wrote {path}")
+    print(
+        f"{len(seeds)} samples, {solver.describe()}, {result.num_steps} steps, {result.nfe} NFE, "
+        f"{result.wall_seconds:.1f} s; wrote {path}"
+    )
     return 0
 
 
@@ -55,11 +63,22 @@ def _sample_checkpoint(args, seeds: list[int]) -> int:
     init_from_env()
     model, meta = load_checkpoint(args.checkpoint)
     start = time.perf_counter()
-    x, nfe = sample_checkpoint(model, meta, args.solver, args.steps, seeds, class_label=args.class_label,
-                               guidance=args.cfg, progress=not args.no_progress, name=str(args.checkpoint))
+    x, nfe = sample_checkpoint(
+        model,
+        meta,
+        args.solver,
+        args.steps,
+        seeds,
+        class_label=args.class_label,
+        guidance=args.cfg,
+        progress=not args.no_progress,
+        name=str(args.checkpoint),
+    )
     if rank() != 0:
         return 0
     path = save_image_grid(x, args.out, scale=max(1, 32 // meta["shape"][-1]))
-    print(f"{len(seeds)} samples, {args.solver}, {args.steps} steps, {nfe} NFE, guidance {args.cfg:g}, "
-          f"{time.perf_counter() - start:.1f} s; wrote {path}")
+    print(
+        f"{len(seeds)} samples, {args.solver}, {args.steps} steps, {nfe} NFE, guidance {args.cfg:g}, "
+        f"{time.perf_counter() - start:.1f} s; wrote {path}"
+    )
     return 0

@@ -9,8 +9,11 @@ def add_parser(sub) -> None:
     sched = sub.add_parser("schedules", help="schedule tools")
     sched_sub = sched.add_subparsers(dest="schedules_command", required=True)
     p = sched_sub.add_parser("plot", help="draw sigma(t) of schedules (and their steps) to a PNG")
-    p.add_argument("--shapes", default="base,linear,subvp,ve,vp,edm",
-                   help="comma-separated shapes; 'base' is the process's own (default: all)")
+    p.add_argument(
+        "--shapes",
+        default="base,linear,subvp,ve,vp,edm",
+        help="comma-separated shapes; 'base' is the process's own (default: all)",
+    )
     p.add_argument("--process", default="ouve", help="whose range and time the shapes take (default: ouve)")
     p.add_argument("--steepness", type=float_list, help="steepness exponents to draw, e.g. 1,1.2,1.5")
     p.add_argument("--steps", type=int, default=0, help="also mark N time steps")
@@ -24,7 +27,14 @@ def run(args) -> int:
     from ..experiments.plots import plot_schedule_family
     from ..processes import make_process
 
-    plot_schedule_family(make_process(args.process), csv_list(args.shapes), args.out, steepness=args.steepness,
-                         steps=args.steps, offset=args.offset, power=args.power)
+    plot_schedule_family(
+        make_process(args.process),
+        csv_list(args.shapes),
+        args.out,
+        steepness=args.steepness,
+        steps=args.steps,
+        offset=args.offset,
+        power=args.power,
+    )
     print(f"wrote {args.out}")
     return 0

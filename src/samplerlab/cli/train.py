@@ -8,12 +8,18 @@ from .common import add_device_arg, add_no_progress, add_unet_args, unet_setting
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train an EDM model (U-Net on images, MLP on 2-D toys); resumable",
-                       description="Defaults on digits (U-Net 32 channels, 4000 steps of 128) take about 10 minutes "
-                                   "on 2 cores. Launch with torchrun for DistributedDataParallel.")
-    p.add_argument("--data", default="digits",
-                   help="digits (bundled), cifar10, fashion-mnist, image-folder (with --data-dir), or a 2-D toy: "
-                        "ring, moons, swissroll, checkerboard (default: digits)")
+    p = sub.add_parser(
+        "train",
+        help="train an EDM model (U-Net on images, MLP on 2-D toys); resumable",
+        description="Defaults on digits (U-Net 32 channels, 4000 steps of 128) take about 10 minutes "
+        "on 2 cores. Launch with torchrun for DistributedDataParallel.",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits (bundled), cifar10, fashion-mnist, image-folder (with --data-dir), or a 2-D toy: "
+        "ring, moons, swissroll, checkerboard (default: digits)",
+    )
     p.add_argument("--data-dir", help="folder of a local data set")
     p.add_argument("--samples", type=int, default=20000, help="points drawn for a 2-D toy")
     p.add_argument("--steps", type=int, help="optimiser steps (default: 4000 images, 3000 toys)")
@@ -24,8 +30,12 @@ def add_parser(sub) -> None:
     p.add_argument("--hidden", type=int, default=128, help="MLP width (2-D toys)")
     p.add_argument("--depth", type=int, default=3, help="MLP blocks (2-D toys)")
     p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--no-sample-grids", dest="sample_every_checkpoint", action="store_false",
-                   help="do not write a sample grid PNG at each checkpoint")
+    p.add_argument(
+        "--no-sample-grids",
+        dest="sample_every_checkpoint",
+        action="store_false",
+        help="do not write a sample grid PNG at each checkpoint",
+    )
     add_device_arg(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="checkpoint folder (default: runs/train-DATA)")
@@ -42,17 +52,37 @@ def run(args) -> int:
     init_from_env()
     data, info = training_data(args.data, args.data_dir, args.samples, args.seed)
     images = data.data.ndim == 4
-    config = TrainConfig.for_data(images, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                  sigma_data=round(float(data.data.std()), 4), hidden=args.hidden, depth=args.depth,
-                                  dropout=args.dropout, checkpoint_every=args.checkpoint_every, **unet_settings(args))
+    config = TrainConfig.for_data(
+        images,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        sigma_data=round(float(data.data.std()), 4),
+        hidden=args.hidden,
+        depth=args.depth,
+        dropout=args.dropout,
+        checkpoint_every=args.checkpoint_every,
+        **unet_settings(args),
+    )
     out = Path(args.out or f"runs/train-{args.data}")
     on_checkpoint = None
     if images and args.sample_every_checkpoint:
         on_checkpoint = checkpoint_sample_grid(data.data.shape[1:], data.num_classes, out / "samples")
-    _, meta = train(data.data, config, out, labels=data.labels, progress=not args.no_progress,
-                    on_checkpoint=on_checkpoint, device=local_device(args.device), data_info=info)
+    _, meta = train(
+        data.data,
+        config,
+        out,
+        labels=data.labels,
+        progress=not args.no_progress,
+        on_checkpoint=on_checkpoint,
+        device=local_device(args.device),
+        data_info=info,
+    )
     if rank() == 0:
         tail = meta["losses"][-100:]
-        print(f"trained to step {meta['step']}: loss {sum(tail) / len(tail):.4f} (mean of the last {len(tail)}); "
-              f"checkpoint in {out} (safetensors + JSON; re-running resumes), log in {out / 'log.jsonl'}")
+        print(
+            f"trained to step {meta['step']}: loss {sum(tail) / len(tail):.4f} (mean of the last {len(tail)}); "
+            f"checkpoint in {out} (safetensors + JSON; re-running resumes), log in {out / 'log.jsonl'}"
+        )
     return 0

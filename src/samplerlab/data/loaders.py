@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import pickle
 import struct
 from dataclasses import dataclass
@@ -16,8 +15,17 @@ from torch import Tensor
 
 from ..registry import Registry
 
-__all__ = ["DataError", "Dataset", "DATASETS", "load_dataset", "split_dataset", "load_digits", "load_image_folder", "load_cifar10",
-           "load_fashion_mnist"]
+__all__ = [
+    "DataError",
+    "Dataset",
+    "DATASETS",
+    "load_dataset",
+    "split_dataset",
+    "load_digits",
+    "load_image_folder",
+    "load_cifar10",
+    "load_fashion_mnist",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -101,18 +109,25 @@ def load_image_folder(root: str | Path, size: int | None = None, channels: int =
     data = _scale(np.stack(images))
     names = [name for name, _ in groups]
     has_labels = names != [""]
-    return Dataset(data, torch.tensor(labels) if has_labels else None, names if has_labels else None, root.name,
-                   2 / 255)
+    return Dataset(
+        data, torch.tensor(labels) if has_labels else None, names if has_labels else None, root.name, 2 / 255
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: a CIFAR batch cannot run code on load."""
 
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "bytes"), ("_codecs", "encode"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("builtins", "bytes"),
+        ("_codecs", "encode"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
     }
 
     def find_class(self, module, name):
@@ -181,7 +196,18 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def load_fashion_mnist(root: str | Path, split: str = "train") -> Dataset:
@@ -201,7 +227,9 @@ def load_fashion_mnist(root: str | Path, split: str = "train") -> Dataset:
     labels = _read_idx(find(f"{prefix}-labels-idx1-ubyte"), 2049)
     if len(images) != len(labels):
         raise DataError(f"{root}: {len(images)} images but {len(labels)} labels")
-    return Dataset(_scale(images[:, None]), torch.from_numpy(labels.astype(np.int64)), FASHION_CLASSES, "fashion-mnist", 2 / 255)
+    return Dataset(
+        _scale(images[:, None]), torch.from_numpy(labels.astype(np.int64)), FASHION_CLASSES, "fashion-mnist", 2 / 255
+    )
 
 
 DATASETS: Registry[Callable[..., Dataset]] = Registry("data set")

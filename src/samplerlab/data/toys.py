@@ -36,7 +36,9 @@ def moons(n: int, g: torch.Generator, noise: float = 0.05) -> Tensor:
 @TOYS.register("swissroll")
 def swissroll(n: int, g: torch.Generator, noise: float = 0.3) -> Tensor:
     t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))
-    pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) + noise * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) + noise * torch.randn(
+        n, 2, generator=g, dtype=torch.float64
+    )
     return pts / 7.5
 
 

@@ -20,8 +20,8 @@ from ..grids import GRIDS, make_grid
 from ..metrics import nll_gap, reference_ode_solution, rms_distance, sliced_wasserstein2
 from ..noise import SampleNoise
 from ..problems import PROBLEMS, AnalyticProblem, make_problem
-from ..sampling import prior_sample, sample
 from ..processes import PROCESSES, make_process
+from ..sampling import prior_sample, sample
 from ..solvers import solver_from_spec
 from .config import DTYPES, check_dtype
 
@@ -30,10 +30,27 @@ __all__ = ["BenchConfig", "BenchRow", "ProblemSummary", "run_bench"]
 # One entry per solver family (a spec is NAME or NAME:KEY=VALUE:...). annealed-langevin is left out of
 # the default: with its paper's 100 steps per level it cannot use budgets of 5-50 NFE.
 DEFAULT_SOLVERS = [
-    "euler", "heun", "ddim", "euler-ancestral", "euler-maruyama", "edm-stochastic", "crash",
-    "dpm-solver:order=2", "dpm-solver:order=3", "dpm-solver++", "dpm-solver++:order=3", "sde-dpm-solver++",
-    "deis-tab:order=3", "deis-rhork:tableau=rk4", "lms", "ipndm", "unipc:order=2", "unipc:order=3",
-    "pc:corrector=annealed-langevin", "dopri5", "ggf",
+    "euler",
+    "heun",
+    "ddim",
+    "euler-ancestral",
+    "euler-maruyama",
+    "edm-stochastic",
+    "crash",
+    "dpm-solver:order=2",
+    "dpm-solver:order=3",
+    "dpm-solver++",
+    "dpm-solver++:order=3",
+    "sde-dpm-solver++",
+    "deis-tab:order=3",
+    "deis-rhork:tableau=rk4",
+    "lms",
+    "ipndm",
+    "unipc:order=2",
+    "unipc:order=3",
+    "pc:corrector=annealed-langevin",
+    "dopri5",
+    "ggf",
 ]
 
 
@@ -62,7 +79,8 @@ class BenchConfig:
         if unknown:
             raise ValueError(f"solver parameters given for solvers not in the run: {sorted(unknown)}")
         if self.adaptive_tolerances is not None and (
-                not self.adaptive_tolerances or any(not t > 0 for t in self.adaptive_tolerances)):
+            not self.adaptive_tolerances or any(not t > 0 for t in self.adaptive_tolerances)
+        ):
             raise ValueError(f"adaptive tolerances must be positive, got {self.adaptive_tolerances}")
         GRIDS.get(self.grid)
         PROCESSES.get(self.process)
@@ -169,17 +187,27 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
         else:
             noise = None
             if sigma_start not in x_T_cache:
-                x_T_cache[sigma_start] = prior_sample(process, sigma_start, SampleNoise(seeds, dtype=dtype), (problem.dim,))
+                x_T_cache[sigma_start] = prior_sample(
+                    process, sigma_start, SampleNoise(seeds, dtype=dtype), (problem.dim,)
+                )
             x_T = x_T_cache[sigma_start]
         return sample(model, x_T, grid, solver, process=process, noise=noise)
 
     def measured(spec, solver, budget, steps, grid, result, note="", tolerance=None):
         x = result.x.to(torch.float64)
         return BenchRow(
-            problem.name, spec, budget, steps, result.nfe,
+            problem.name,
+            spec,
+            budget,
+            steps,
+            result.nfe,
             None if solver.stochastic else rms_distance(x, reference(grid)),
-            sliced_wasserstein2(x, true_a), nll_gap(model64, x, true_a),
-            result.wall_seconds, result.overhead_share, note, tolerance,
+            sliced_wasserstein2(x, true_a),
+            nll_gap(model64, x, true_a),
+            result.wall_seconds,
+            result.overhead_share,
+            note,
+            tolerance,
         )
 
     for spec in config.solvers:
@@ -196,8 +224,21 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
         for budget in config.nfes:
             steps = solver.steps_for_nfe(budget)
             if steps is None:
-                rows.append(BenchRow(problem.name, spec, budget, None, None, None, None, None, None, None,
-                                     f"skipped: {spec} needs at least {solver.nfe(1)} NFE"))
+                rows.append(
+                    BenchRow(
+                        problem.name,
+                        spec,
+                        budget,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        f"skipped: {spec} needs at least {solver.nfe(1)} NFE",
+                    )
+                )
             else:
                 grid = make_grid(config.grid, steps, process, **config.grid_params)
                 result = run(solver, grid)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ..metrics.registry import Needs, default_metrics, metric, metrics_for
+from ..metrics.registry import Needs, default_metrics, metrics_for
 from ..problems import CONDITIONAL_PROBLEMS, PROBLEMS
 from ..processes import PROCESSES, Process
 from ..schedules import SHAPES, ScheduledProcess
@@ -45,8 +45,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DTYPES", "TransformKind", "Transform", "StudyConfig", "ExperimentConfig", "load_experiment", "Cell",
-           "cells_of", "process_for"]
+__all__ = [
+    "DTYPES",
+    "TransformKind",
+    "Transform",
+    "StudyConfig",
+    "ExperimentConfig",
+    "load_experiment",
+    "Cell",
+    "cells_of",
+    "process_for",
+]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -139,8 +148,10 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         if self.problem not in CONDITIONAL_PROBLEMS and self.problem not in PROBLEMS and not self.speech:
-            raise ValueError(f"unknown problem {self.problem!r}; valid names: "
-                             f"{', '.join(CONDITIONAL_PROBLEMS.names() + PROBLEMS.names() + ['speech'])}")
+            raise ValueError(
+                f"unknown problem {self.problem!r}; valid names: "
+                f"{', '.join(CONDITIONAL_PROBLEMS.names() + PROBLEMS.names() + ['speech'])}"
+            )
         PROCESSES.get(self.process)
         check_dtype(self.dtype)
         if self.speech and not self.corpus:
@@ -152,8 +163,10 @@ class ExperimentConfig:
         if bad:
             raise ValueError(f"unknown metrics {bad} for problem {self.problem!r}; valid: {', '.join(valid)}")
         if any(m.startswith("dnsmos_") for m in self.metrics) and not self.dnsmos:
-            raise ValueError("the dnsmos_* metrics need dnsmos = 'DIR', the folder with the DNSMOS P.835 model "
-                             "(sig_bak_ovr.onnx); samplerlab downloads no weights")
+            raise ValueError(
+                "the dnsmos_* metrics need dnsmos = 'DIR', the folder with the DNSMOS P.835 model "
+                "(sig_bak_ovr.onnx); samplerlab downloads no weights"
+            )
         if not self.studies:
             raise ValueError("the experiment has no [[study]] blocks")
         for st in self.studies:

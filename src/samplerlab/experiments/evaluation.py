@@ -63,15 +63,25 @@ class AnalyticEvaluation:
         """Reference rows: the noisy input and the exact posterior mean (conditional problems)."""
         if not self.config.conditional:
             return {}
-        return {"noisy input y": self.score(self.y, None), "exact posterior mean": self.score(self.posterior.mean(), None)}
+        return {
+            "noisy input y": self.score(self.y, None),
+            "exact posterior mean": self.score(self.posterior.mean(), None),
+        }
 
     def run(self, process: Process, grid: Tensor, solver) -> dict:
         """Sample every seed down ``grid`` and score the samples."""
         noise = SampleNoise(self.seeds, dtype=self.dtype)
         x_T = prior_sample(process, float(grid[0]), noise, (self.dim,))
         start = time.perf_counter()
-        result = sample(self.denoiser, x_T, grid, solver, process=process, noise=noise if solver.stochastic else None,
-                        cond=self.cond)
+        result = sample(
+            self.denoiser,
+            x_T,
+            grid,
+            solver,
+            process=process,
+            noise=noise if solver.stochastic else None,
+            cond=self.cond,
+        )
         seconds = time.perf_counter() - start
         x = result.x.to(torch.float64)
         x_T_hat = None

@@ -25,13 +25,22 @@ from ..distributed import gather, shard
 from ..grids import make_grid
 from ..metrics.distribution import precision_recall
 from ..metrics.features import ReferenceStats, batched_features
-from ..sampling import generate
 from ..processes import EDM
+from ..sampling import generate
 from ..solvers import solver_from_spec
 
-__all__ = ["ImageEvalConfig", "ImageEvalRow", "sample_images", "sample_checkpoint", "checkpoint_sample_grid",
-           "evaluate_image_model", "evaluate_checkpoint", "write_image_eval", "format_image_eval",
-           "random_labels"]
+__all__ = [
+    "ImageEvalConfig",
+    "ImageEvalRow",
+    "sample_images",
+    "sample_checkpoint",
+    "checkpoint_sample_grid",
+    "evaluate_image_model",
+    "evaluate_checkpoint",
+    "write_image_eval",
+    "format_image_eval",
+    "random_labels",
+]
 
 DEFAULT_EVAL_SOLVERS = ["euler", "heun", "dpm-solver++", "unipc:order=3", "ipndm", "deis-tab:order=3"]
 
@@ -65,13 +74,28 @@ class ImageEvalRow:
 
 def random_labels(seeds: list[int], num_classes: int) -> Tensor:
     """One class per seed, uniform, a function of the seed alone."""
-    return torch.tensor([int(torch.randint(num_classes, (1,), generator=torch.Generator().manual_seed(s + 7919 * 10**6)))
-                         for s in seeds])
+    return torch.tensor(
+        [
+            int(torch.randint(num_classes, (1,), generator=torch.Generator().manual_seed(s + 7919 * 10**6)))
+            for s in seeds
+        ]
+    )
 
 
-def sample_images(model, shape, solver_spec: str, steps: int, seeds: list[int], *, num_classes: int = 0,
-                  labels: Tensor | None = None, guidance: float = 1.0, config: ImageEvalConfig | None = None,
-                  batch: int = 500, progress: bool = False) -> tuple[Tensor, int]:
+def sample_images(
+    model,
+    shape,
+    solver_spec: str,
+    steps: int,
+    seeds: list[int],
+    *,
+    num_classes: int = 0,
+    labels: Tensor | None = None,
+    guidance: float = 1.0,
+    config: ImageEvalConfig | None = None,
+    batch: int = 500,
+    progress: bool = False,
+) -> tuple[Tensor, int]:
     """Images for ``seeds`` (sharded over torchrun processes and gathered) and the counted NFE."""
     cfg = config or ImageEvalConfig()
     solver = solver_from_spec(solver_spec)
@@ -88,17 +112,27 @@ def sample_images(model, shape, solver_spec: str, steps: int, seeds: list[int], 
         idx = mine[k : k + batch]
         cond = {"class_labels": labels[idx]} if num_classes else {}
         with torch.no_grad():
-            r = generate(denoiser, shape, grid, solver, [seeds[i] for i in idx], process=process, cond=cond,
-                         progress=progress)
+            r = generate(
+                denoiser, shape, grid, solver, [seeds[i] for i in idx], process=process, cond=cond, progress=progress
+            )
         out.append(r.x)
         nfe = r.nfe
     x = torch.cat(out) if out else torch.empty(0, *shape)
     return gather(x, seeds), nfe
 
 
-def sample_checkpoint(model, meta: dict, solver_spec: str, steps: int, seeds: list[int], *,
-                      class_label: int | None = None, guidance: float = 1.0, progress: bool = False,
-                      name: str = "the checkpoint") -> tuple[Tensor, int]:
+def sample_checkpoint(
+    model,
+    meta: dict,
+    solver_spec: str,
+    steps: int,
+    seeds: list[int],
+    *,
+    class_label: int | None = None,
+    guidance: float = 1.0,
+    progress: bool = False,
+    name: str = "the checkpoint",
+) -> tuple[Tensor, int]:
     """Images of a trained image model (``training.load_checkpoint``) for ``seeds``: one class for all when
     ``class_label`` is given, else seed % classes; ``guidance`` != 1 needs a class-conditional model."""
     shape, num_classes = tuple(meta["shape"]), meta["num_classes"]
@@ -107,13 +141,26 @@ def sample_checkpoint(model, meta: dict, solver_spec: str, steps: int, seeds: li
     labels = None
     if class_label is not None:
         if not 0 <= class_label < num_classes:
-            raise ValueError(f"--class-label {class_label}: the model has classes 0-{num_classes - 1}"
-                             if num_classes else f"--class-label: {name} is not class-conditional")
+            raise ValueError(
+                f"--class-label {class_label}: the model has classes 0-{num_classes - 1}"
+                if num_classes
+                else f"--class-label: {name} is not class-conditional"
+            )
         labels = torch.full((len(seeds),), class_label)
     if guidance != 1.0 and not num_classes:
         raise ValueError(f"--cfg {guidance}: guidance needs a class-conditional model")
-    return sample_images(model, shape, solver_spec, steps, seeds, num_classes=num_classes, labels=labels,
-                         guidance=guidance, config=ImageEvalConfig(), progress=progress)
+    return sample_images(
+        model,
+        shape,
+        solver_spec,
+        steps,
+        seeds,
+        num_classes=num_classes,
+        labels=labels,
+        guidance=guidance,
+        config=ImageEvalConfig(),
+        progress=progress,
+    )
 
 
 def checkpoint_sample_grid(data_shape, num_classes: int | None, path):
@@ -128,8 +175,9 @@ def checkpoint_sample_grid(data_shape, num_classes: int | None, path):
     return on_checkpoint
 
 
-def evaluate_image_model(model, meta: dict, ref: ReferenceStats, extractor, config: ImageEvalConfig,
-                         *, progress: bool = False, on_row=None) -> list[ImageEvalRow]:
+def evaluate_image_model(
+    model, meta: dict, ref: ReferenceStats, extractor, config: ImageEvalConfig, *, progress: bool = False, on_row=None
+) -> list[ImageEvalRow]:
     shape = tuple(meta["shape"])
     num_classes = meta.get("num_classes", 0)
     seeds = list(range(config.seed, config.seed + config.samples))
@@ -148,15 +196,26 @@ def evaluate_image_model(model, meta: dict, ref: ReferenceStats, extractor, conf
             row = ImageEvalRow(spec, budget, None, None, g, None, None, None, None, 0.0)
         else:
             start = time.perf_counter()
-            x, nfe = sample_images(model, shape, spec, steps, seeds, num_classes=num_classes, labels=labels,
-                                   guidance=g, config=config, batch=config.batch)
+            x, nfe = sample_images(
+                model,
+                shape,
+                spec,
+                steps,
+                seeds,
+                num_classes=num_classes,
+                labels=labels,
+                guidance=g,
+                config=config,
+                batch=config.batch,
+            )
             feats = batched_features(extractor, x.clamp(-1, 1))
             precision, recall = precision_recall(ref.features, feats)
             acc = None
             if labels is not None and hasattr(extractor, "predict"):
                 acc = float((extractor.predict(x.clamp(-1, 1)) == labels).double().mean())
-            row = ImageEvalRow(spec, budget, steps, nfe, g, ref.frechet(feats), precision, recall, acc,
-                               time.perf_counter() - start)
+            row = ImageEvalRow(
+                spec, budget, steps, nfe, g, ref.frechet(feats), precision, recall, acc, time.perf_counter() - start
+            )
         rows.append(row)
         if on_row:
             on_row(row)
@@ -171,37 +230,60 @@ def format_image_eval(rows: list[ImageEvalRow], ref: ReferenceStats) -> str:
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = [f"Fréchet distance to {ref.n_reference} training images; real-vs-real floor (held-out "
-             f"{ref.n_held_out}): {ref.floor:.3f}"
-             + (f"; classifier held-out accuracy {ref.held_out_accuracy:.3f}" if ref.held_out_accuracy is not None else ""),
-             "",
-             "| solver | NFE budget | steps | NFE | guidance | FD | FD / floor | precision | recall | class acc. | s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Fréchet distance to {ref.n_reference} training images; real-vs-real floor (held-out "
+        f"{ref.n_held_out}): {ref.floor:.3f}"
+        + (f"; classifier held-out accuracy {ref.held_out_accuracy:.3f}" if ref.held_out_accuracy is not None else ""),
+        "",
+        "| solver | NFE budget | steps | NFE | guidance | FD | FD / floor | precision | recall | class acc. | s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         ratio = None if r.fd is None else r.fd / ref.floor
-        lines.append(f"| {r.solver} | {r.nfe_budget} | {f(r.steps, 'd')} | {f(r.nfe, 'd')} | {r.guidance:g} | "
-                     f"{f(r.fd, '.3f')} | {f(ratio, '.2f')} | {f(r.precision, '.3f')} | {f(r.recall, '.3f')} | "
-                     f"{f(r.class_accuracy, '.3f')} | {r.seconds:.1f} |")
+        lines.append(
+            f"| {r.solver} | {r.nfe_budget} | {f(r.steps, 'd')} | {f(r.nfe, 'd')} | {r.guidance:g} | "
+            f"{f(r.fd, '.3f')} | {f(ratio, '.2f')} | {f(r.precision, '.3f')} | {f(r.recall, '.3f')} | "
+            f"{f(r.class_accuracy, '.3f')} | {r.seconds:.1f} |"
+        )
     if any(r.guidance != 1.0 for r in rows):
-        lines += ["", "NFE counts guided denoiser calls; with guidance != 1 each is two network calls (cond and uncond)."]
+        lines += [
+            "",
+            "NFE counts guided denoiser calls; with guidance != 1 each is two network calls (cond and uncond).",
+        ]
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(checkpoint, *, solvers: list[str] | None = None, nfes: list[int] | None = None,
-                        guidance: list[float] | None = None, samples: int | None = None, seed: int = 0,
-                        features: str | None = None, cache: str | None = None, progress: bool = False):
+def evaluate_checkpoint(
+    checkpoint,
+    *,
+    solvers: list[str] | None = None,
+    nfes: list[int] | None = None,
+    guidance: list[float] | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    features: str | None = None,
+    cache: str | None = None,
+    progress: bool = False,
+):
     """``evaluate_image_model`` on a checkpoint of ``samplerlab train``: the features are a TorchScript
     extractor (``features``) or a classifier trained (and cached) on the data's training split; the reference
     statistics are the training split's and the floor is the held-out split's. Returns (rows, ref, config)."""
     from ..data import load_dataset, split_dataset
-    from ..metrics.features import ClassifierFeatures, TorchScriptFeatures, load_or_train_classifier, reference_statistics
+    from ..metrics.features import (
+        ClassifierFeatures,
+        TorchScriptFeatures,
+        load_or_train_classifier,
+        reference_statistics,
+    )
     from ..training import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint)
     info = meta.get("data") or {}
     if len(meta.get("shape", ())) != 3 or "held_out" not in info:
         raise ValueError(f"{checkpoint}: eval needs an image model trained by `samplerlab train` on an image data set")
-    train_set, held_out = split_dataset(load_dataset(info["name"], **info["params"]), info["held_out"], info["split_seed"])
+    train_set, held_out = split_dataset(
+        load_dataset(info["name"], **info["params"]), info["held_out"], info["split_seed"]
+    )
     if features:
         from pathlib import Path
 
@@ -209,19 +291,27 @@ def evaluate_checkpoint(checkpoint, *, solvers: list[str] | None = None, nfes: l
     else:
         if train_set.labels is None:
             raise ValueError(f"{info['name']} has no labels to train the feature classifier; give --features F.pt")
-        extractor = ClassifierFeatures(load_or_train_classifier(train_set.data, train_set.labels, cache=cache,
-                                                                progress=progress))
+        extractor = ClassifierFeatures(
+            load_or_train_classifier(train_set.data, train_set.labels, cache=cache, progress=progress)
+        )
         tag = "classifier"
-    ref = reference_statistics(extractor, train_set.data, held_out.data, tag=tag, cache=cache,
-                               held_out_labels=held_out.labels)
+    ref = reference_statistics(
+        extractor, train_set.data, held_out.data, tag=tag, cache=cache, held_out_labels=held_out.labels
+    )
     defaults = ImageEvalConfig()
-    config = ImageEvalConfig(solvers=solvers or defaults.solvers, nfes=nfes or [5, 10, 20, 35],
-                             guidance=guidance or [1.0], samples=samples or len(held_out), seed=seed)
+    config = ImageEvalConfig(
+        solvers=solvers or defaults.solvers,
+        nfes=nfes or [5, 10, 20, 35],
+        guidance=guidance or [1.0],
+        samples=samples or len(held_out),
+        seed=seed,
+    )
     return evaluate_image_model(model, meta, ref, extractor, config, progress=progress), ref, config
 
 
-def write_image_eval(out, checkpoint, rows: list[ImageEvalRow], ref: ReferenceStats, config: ImageEvalConfig,
-                     table: str) -> list:
+def write_image_eval(
+    out, checkpoint, rows: list[ImageEvalRow], ref: ReferenceStats, config: ImageEvalConfig, table: str
+) -> list:
     """table.md and results.json in ``out``, each written atomically."""
     import dataclasses
     import json
@@ -231,8 +321,19 @@ def write_image_eval(out, checkpoint, rows: list[ImageEvalRow], ref: ReferenceSt
 
     out = Path(out)
     atomic_write_text(out / "table.md", table + "\n")
-    atomic_write_text(out / "results.json", json.dumps({
-        "checkpoint": str(checkpoint), "floor": ref.floor, "n_reference": ref.n_reference,
-        "n_held_out": ref.n_held_out, "config": dataclasses.asdict(config),
-        "rows": [dataclasses.asdict(r) for r in rows]}, indent=2) + "\n")
+    atomic_write_text(
+        out / "results.json",
+        json.dumps(
+            {
+                "checkpoint": str(checkpoint),
+                "floor": ref.floor,
+                "n_reference": ref.n_reference,
+                "n_held_out": ref.n_held_out,
+                "config": dataclasses.asdict(config),
+                "rows": [dataclasses.asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     return [out / "table.md", out / "results.json"]

@@ -36,8 +36,9 @@ class ImageLikelihood:
     seconds: float
 
 
-def analytic_likelihood(problem_name: str, samples: int, *, seed: int = 0, divergence: str = "exact",
-                        **ode) -> AnalyticLikelihood:
+def analytic_likelihood(
+    problem_name: str, samples: int, *, seed: int = 0, divergence: str = "exact", **ode
+) -> AnalyticLikelihood:
     """The ODE NLL of ``samples`` exact samples of an analytic problem, beside its closed form."""
     from ..problems import make_problem
 
@@ -47,8 +48,16 @@ def analytic_likelihood(problem_name: str, samples: int, *, seed: int = 0, diver
     return AnalyticLikelihood(problem.name, samples, problem.dim, result, -problem.model.log_prob(x).mean().item())
 
 
-def checkpoint_likelihood(checkpoint, *, data: str | None = None, data_dir: str | None = None, samples: int = 256,
-                          seed: int = 0, divergence: str = "hutchinson-rademacher", **ode) -> ImageLikelihood:
+def checkpoint_likelihood(
+    checkpoint,
+    *,
+    data: str | None = None,
+    data_dir: str | None = None,
+    samples: int = 256,
+    seed: int = 0,
+    divergence: str = "hutchinson-rademacher",
+    **ode,
+) -> ImageLikelihood:
     """Held-out images of the checkpoint's data (its own held-out split, or the data set ``data``)."""
     from ..data import load_dataset, split_dataset
     from ..training import load_checkpoint
@@ -67,11 +76,19 @@ def checkpoint_likelihood(checkpoint, *, data: str | None = None, data_dir: str 
         raise ValueError(f"{name} images have shape {tuple(dataset.data.shape[1:])}, the model {tuple(meta['shape'])}")
     values = dataset.integer_values()[:samples]
     levels = int(round(2 / dataset.bin_width)) + 1
-    x = uniform_dequantise(values, torch.Generator().manual_seed(seed), levels=levels,
-                           bin_width=dataset.bin_width).float()
+    x = uniform_dequantise(
+        values, torch.Generator().manual_seed(seed), levels=levels, bin_width=dataset.bin_width
+    ).float()
     start = time.perf_counter()
     result = ode_log_likelihood(model, x, divergence=divergence, seed=seed, **ode)
     dim = x[0].numel()
-    return ImageLikelihood(name, len(x), dim, dataset.bin_width, result,
-                           bits_per_dim(result.nll, dim, bin_width=dataset.bin_width),
-                           result.nll_std_error / (dim * math.log(2)), time.perf_counter() - start)
+    return ImageLikelihood(
+        name,
+        len(x),
+        dim,
+        dataset.bin_width,
+        result,
+        bits_per_dim(result.nll, dim, bin_width=dataset.bin_width),
+        result.nll_std_error / (dim * math.log(2)),
+        time.perf_counter() - start,
+    )

@@ -35,8 +35,15 @@ def plot_metrics(config, cells, done, out_dir: Path) -> list[Path]:
         for ax, metric in zip(axes[0], config.metrics):
             for k, (label, r) in enumerate(rows.items()):
                 pts = [(col[1], r[col]["metrics"][metric]) for col in cols if col in r]
-                ax.errorbar([p[0] for p in pts], [p[1]["mean"] for p in pts], yerr=[p[1]["std"] for p in pts],
-                            marker="os^vDxP*"[k % 8], capsize=3, label=label, alpha=0.85)
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1]["mean"] for p in pts],
+                    yerr=[p[1]["std"] for p in pts],
+                    marker="os^vDxP*"[k % 8],
+                    capsize=3,
+                    label=label,
+                    alpha=0.85,
+                )
             ax.set_xlabel(cols[0][0] if cols else "")
             ax.set_title(metric_spec(metric).label, fontsize=10)
             ax.grid(True, alpha=0.3)
@@ -82,7 +89,7 @@ def plot_schedules(entries, path: str | Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for k, (label, process, sigmas) in enumerate(entries):
         t = torch.linspace(process.t_min, process.t_max, 400, dtype=torch.float64)
-        line, = ax.plot(t.numpy(), process.sigma(t).numpy(), label=label, linewidth=1.4)
+        (line,) = ax.plot(t.numpy(), process.sigma(t).numpy(), label=label, linewidth=1.4)
         if sigmas:
             pos = torch.tensor([s for s in sigmas if s > 0], dtype=torch.float64)
             ax.plot(process.t_of_sigma(pos).numpy(), pos.numpy(), "o", color=line.get_color(), markersize=3.5)
@@ -99,8 +106,16 @@ def plot_schedules(entries, path: str | Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def plot_schedule_family(base, shapes: list[str], path: str | Path, *, steepness: list[float] | None = None,
-                         steps: int = 0, offset: float = 1.0, power: float = 1.0) -> None:
+def plot_schedule_family(
+    base,
+    shapes: list[str],
+    path: str | Path,
+    *,
+    steepness: list[float] | None = None,
+    steps: int = 0,
+    offset: float = 1.0,
+    power: float = 1.0,
+) -> None:
     """sigma(t) of each schedule shape ('base': the process's own) at each steepness, on ``base``'s range and
     time, with ``steps`` time steps (timestep offset ``offset``, power warp ``power``) marked when > 0."""
     from ..grids import time_steps
@@ -109,8 +124,11 @@ def plot_schedule_family(base, shapes: list[str], path: str | Path, *, steepness
     entries = []
     for shape in shapes:
         for alpha in steepness or [1.0]:
-            process = base if shape == "base" and alpha == 1.0 else ScheduledProcess.swap(
-                base, base.name if shape == "base" else shape, alpha)
+            process = (
+                base
+                if shape == "base" and alpha == 1.0
+                else ScheduledProcess.swap(base, base.name if shape == "base" else shape, alpha)
+            )
             grid = time_steps(steps, process, offset=offset, power=power).tolist() if steps else None
             label = shape + ("" if alpha == 1.0 else f", steepness {alpha:g}")
             entries.append((label, process, grid))

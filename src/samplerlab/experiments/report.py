@@ -10,12 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..io import atomic_path, atomic_write_text
-from ..metrics.registry import BENCH_METRICS, metric
+from ..metrics.registry import BENCH_METRICS
+from ..metrics.registry import metric as metric_spec
 from .bench import BenchConfig, BenchRow, ProblemSummary
 
 __all__ = ["format_bench", "write_bench_outputs", "plot_bench"]
 
-METRICS = {name: f"{name}: {metric(name).caption()}" for name in BENCH_METRICS}
+METRICS = {name: f"{name}: {metric_spec(name).caption()}" for name in BENCH_METRICS}
 
 
 def _fmt(value: float | None) -> str:
@@ -34,10 +35,14 @@ def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: lis
     solvers = list(dict.fromkeys(r.solver for r in rows if r.tolerance is None))
     adaptive = list(dict.fromkeys(r.solver for r in rows if r.tolerance is not None))
     width = max(len(s) for s in solvers + adaptive + ["solver"]) + 2
-    grid = config.grid + (f"({', '.join(f'{k}={v}' for k, v in config.grid_params.items())})" if config.grid_params else "")
+    grid = config.grid + (
+        f"({', '.join(f'{k}={v}' for k, v in config.grid_params.items())})" if config.grid_params else ""
+    )
     for summary in summaries:
-        out.write(f"\n== {summary.name}: {summary.description}; {summary.num_samples} samples, "
-                  f"grid {grid}, process {config.process}, {config.dtype} ==\n")
+        out.write(
+            f"\n== {summary.name}: {summary.description}; {summary.num_samples} samples, "
+            f"grid {grid}, process {config.process}, {config.dtype} ==\n"
+        )
         cells = {(r.solver, r.nfe_budget): r for r in rows if r.problem == summary.name and r.tolerance is None}
         for metric, title in METRICS.items() if solvers else ():
             extra = f"  [floor {summary.sw2_floor:.4f}: two exact sample sets]" if metric == "sw2" else ""
@@ -56,18 +61,26 @@ def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: lis
         tuned = [r for r in rows if r.problem == summary.name and r.tolerance is not None]
         if tuned:
             out.write("adaptive solvers: NFE set by the tolerance (dopri5: rtol, atol = rtol / 10; ggf: reltol)\n")
-            out.write("solver".ljust(width) + "tol".rjust(8) + "NFE".rjust(8)
-                      + "".join(m.rjust(12) for m in METRICS) + "\n")
+            out.write(
+                "solver".ljust(width) + "tol".rjust(8) + "NFE".rjust(8) + "".join(m.rjust(12) for m in METRICS) + "\n"
+            )
             for r in tuned:
-                out.write(r.solver.ljust(width) + f"{r.tolerance:8.0e}" + f"{r.nfe:8d}"
-                          + "".join(_fmt(getattr(r, m)).rjust(12) for m in METRICS) + "\n")
+                out.write(
+                    r.solver.ljust(width)
+                    + f"{r.tolerance:8.0e}"
+                    + f"{r.nfe:8d}"
+                    + "".join(_fmt(getattr(r, m)).rjust(12) for m in METRICS)
+                    + "\n"
+                )
             out.write("\n")
         timed = [r for r in rows if r.problem == summary.name and r.wall_seconds is not None]
         if timed:
             total = sum(r.wall_seconds for r in timed)
             share = sum(r.overhead_share * r.wall_seconds for r in timed) / total if total else 0.0
-            out.write(f"sampling {total:.2f} s in all, {100 * share:.0f}% outside the model; "
-                      f"reference ODE solve {summary.reference_seconds:.2f} s\n")
+            out.write(
+                f"sampling {total:.2f} s in all, {100 * share:.0f}% outside the model; "
+                f"reference ODE solve {summary.reference_seconds:.2f} s\n"
+            )
     skipped = [r for r in rows if r.note.startswith("skipped")]
     for r in skipped:
         out.write(f"note: {r.problem} {r.solver} NFE {r.nfe_budget}: {r.note}\n")
@@ -113,27 +126,39 @@ def plot_bench(path: str | Path, summaries: list[ProblemSummary], rows: list[Ben
     import matplotlib.ticker
 
     metrics = list(METRICS)
-    fig, axes = plt.subplots(len(summaries), len(metrics), figsize=(5.0 * len(metrics), 4.2 * len(summaries)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(summaries), len(metrics), figsize=(5.0 * len(metrics), 4.2 * len(summaries)), squeeze=False
+    )
     for i, summary in enumerate(summaries):
         prow = [r for r in rows if r.problem == summary.name and r.nfe is not None]
         solvers = list(dict.fromkeys(r.solver for r in prow))
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
             for k, s in enumerate(solvers):
-                pts = sorted((r.nfe, getattr(r, metric)) for r in prow if r.solver == s and getattr(r, metric) is not None)
+                pts = sorted(
+                    (r.nfe, getattr(r, metric)) for r in prow if r.solver == s and getattr(r, metric) is not None
+                )
                 pts = [(n, v) for n, v in pts if math.isfinite(v)]
                 if pts:
                     # distinct styles so solvers with identical results (Euler, DDIM under EDM) stay visible
-                    ax.plot([p[0] for p in pts], [abs(p[1]) for p in pts], label=s,
-                            marker="os^vDxP*"[k % 8], linestyle=["-", "--", ":", "-."][k % 4], alpha=0.85,
-                            color=plt.cm.tab20(k % 20))
+                    ax.plot(
+                        [p[0] for p in pts],
+                        [abs(p[1]) for p in pts],
+                        label=s,
+                        marker="os^vDxP*"[k % 8],
+                        linestyle=["-", "--", ":", "-."][k % 4],
+                        alpha=0.85,
+                        color=plt.cm.tab20(k % 20),
+                    )
             if metric == "sw2":
                 ax.axhline(summary.sw2_floor, color="gray", linestyle="--", linewidth=1, label="floor")
             ax.set_xscale("log")
             ax.set_yscale("log")
             top = max((r.nfe for r in prow), default=1)
-            ticks = sorted({r.nfe_budget for r in prow if r.nfe_budget is not None} | {t for t in (100, 300, 1000, 3000) if t <= top})
+            ticks = sorted(
+                {r.nfe_budget for r in prow if r.nfe_budget is not None}
+                | {t for t in (100, 300, 1000, 3000) if t <= top}
+            )
             ax.set_xticks(ticks)
             ax.set_xticklabels([str(t) for t in ticks], fontsize=7)
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())

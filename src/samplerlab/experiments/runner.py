@@ -39,9 +39,12 @@ def run_cell(cell: Cell, evaluation: "AnalyticEvaluation | SpeechEvaluation") ->
     steps = cell.steps if cell.steps is not None else solver.steps_for_nfe(cell.nfe_budget)
     if steps is None:
         return {"skipped": f"{cell.solver} cannot run within {cell.nfe_budget} NFE"}
-    grid = time_steps(steps, process,
-                      offset=tr.value if tr.kind is TransformKind.OFFSET else 1.0,
-                      power=tr.value if tr.kind is TransformKind.POWER else 1.0)
+    grid = time_steps(
+        steps,
+        process,
+        offset=tr.value if tr.kind is TransformKind.OFFSET else 1.0,
+        power=tr.value if tr.kind is TransformKind.POWER else 1.0,
+    )
     return {"steps": steps, "sigmas": grid.tolist(), **evaluation.run(process, grid, solver)}
 
 
@@ -100,5 +103,8 @@ def run_experiment(
 
 def write_report(config: ExperimentConfig, cells: list[Cell], done: dict, baselines: dict, out_dir: Path) -> list[Path]:
     """Tables and plots of the finished cells; returns the files written."""
-    return (write_tables(config, cells, done, baselines, out_dir) + plot_metrics(config, cells, done, out_dir)
-            + plot_study_schedules(config, cells, done, out_dir))
+    return (
+        write_tables(config, cells, done, baselines, out_dir)
+        + plot_metrics(config, cells, done, out_dir)
+        + plot_study_schedules(config, cells, done, out_dir)
+    )

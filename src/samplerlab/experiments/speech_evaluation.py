@@ -35,15 +35,19 @@ class SpeechEvaluation:
             self.dnsmos = DNSMOS(config.dnsmos)
         missing = [m for m in config.metrics if m not in available_metrics(self.dnsmos)]
         if missing:  # fail now, not after the first cell
-            raise MetricUnavailable(f"metrics {missing} cannot run here: WARP-Q needs pip install 'samplerlab[warpq]', "
-                                    "dnsmos_p808 needs model_v8.onnx in the dnsmos folder")
+            raise MetricUnavailable(
+                f"metrics {missing} cannot run here: WARP-Q needs pip install 'samplerlab[warpq]', "
+                "dnsmos_p808 needs model_v8.onnx in the dnsmos folder"
+            )
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
         self.signals = [load_pair(p) for p in pairs]
         self.n = len(self.signals)
 
     def _score_all(self, estimates) -> dict:
-        per = [speech_metrics(clean, est, self.config.metrics, dnsmos=self.dnsmos)
-               for (clean, _), est in zip(self.signals, estimates)]
+        per = [
+            speech_metrics(clean, est, self.config.metrics, dnsmos=self.dnsmos)
+            for (clean, _), est in zip(self.signals, estimates)
+        ]
         return {m: summary(torch.tensor([p[m] for p in per])) for m in self.config.metrics}
 
     def baselines(self) -> dict[str, dict]:
@@ -55,16 +59,33 @@ class SpeechEvaluation:
             peak = float(noisy.abs().max())
             y = complex_to_channels(wav_to_spec(noisy.double() / peak)).unsqueeze(0)
             wiener.append(spec_to_wav(channels_to_complex(self.gaussian.posterior_mean(y)[0]), noisy.shape[-1]) * peak)
-        return {"noisy input y": self._score_all([n for _, n in self.signals]),
-                f"{self.config.prior} Gaussian prior's posterior mean (Wiener)": self._score_all(wiener)}
+        return {
+            "noisy input y": self._score_all([n for _, n in self.signals]),
+            f"{self.config.prior} Gaussian prior's posterior mean (Wiener)": self._score_all(wiener),
+        }
 
     def run(self, process: Process, grid: Tensor, solver) -> dict:
         from ..speech.enhance import enhance
 
         start = time.perf_counter()
         m = self.model
-        outs = [enhance(noisy, m.denoiser, solver, grid=grid, process=process, seed=self.config.seed + i,
-                        pad_multiple=m.pad_multiple, dtype=m.dtype) for i, (_, noisy) in enumerate(self.signals)]
+        outs = [
+            enhance(
+                noisy,
+                m.denoiser,
+                solver,
+                grid=grid,
+                process=process,
+                seed=self.config.seed + i,
+                pad_multiple=m.pad_multiple,
+                dtype=m.dtype,
+            )
+            for i, (_, noisy) in enumerate(self.signals)
+        ]
         seconds = time.perf_counter() - start
-        return {"nfe": outs[0].nfe, "seconds": seconds, "rtf": seconds / sum(o.audio_seconds for o in outs),
-                "metrics": self._score_all([o.wav for o in outs])}
+        return {
+            "nfe": outs[0].nfe,
+            "seconds": seconds,
+            "rtf": seconds / sum(o.audio_seconds for o in outs),
+            "metrics": self._score_all([o.wav for o in outs]),
+        }

@@ -26,8 +26,8 @@ import torch
 from ..grids import karras, saved_grid_path, validate_grid
 from ..io import atomic_write_text
 from ..noise import SampleNoise
-from ..sampling import prior_sample, sample
 from ..processes import Process
+from ..sampling import prior_sample, sample
 from ..solvers import Solver, make_solver
 
 __all__ = ["least_cost_path", "jump_costs", "OptimisedGrid", "optimise_steps", "save_grid"]
@@ -63,8 +63,14 @@ def least_cost_path(cost: np.ndarray, num_edges: int) -> tuple[list[int], float]
     return path[::-1], float(best[num_edges, m])
 
 
-def jump_costs(denoiser, solver: Solver, process: Process, candidates: torch.Tensor, states: list[torch.Tensor],
-               max_jump: int | None = None) -> np.ndarray:
+def jump_costs(
+    denoiser,
+    solver: Solver,
+    process: Process,
+    candidates: torch.Tensor,
+    states: list[torch.Tensor],
+    max_jump: int | None = None,
+) -> np.ndarray:
     """cost[i, j] = mean ||one solver step sigma_i -> sigma_j from states[i] - states[j]||^2 / dim."""
     m = len(candidates) - 1
     cost = np.full((m + 1, m + 1), np.inf)
@@ -114,8 +120,14 @@ def optimise_steps(
     noise = SampleNoise(range(seed, seed + calibration), dtype=dtype)
     x_T = prior_sample(process, float(candidates[0]), noise, (dim,))
     states = [x_T]
-    sample(denoiser, x_T, candidates, make_solver("dopri5", rtol=reference_rtol, atol=reference_rtol / 10),
-           process=process, callback=lambda rec: states.append(rec.x))
+    sample(
+        denoiser,
+        x_T,
+        candidates,
+        make_solver("dopri5", rtol=reference_rtol, atol=reference_rtol / 10),
+        process=process,
+        callback=lambda rec: states.append(rec.x),
+    )
     cost = jump_costs(denoiser, solver, process, candidates, states)
     path, total = least_cost_path(cost, num_steps)
     sigmas = [float(candidates[k]) for k in path]
@@ -125,7 +137,14 @@ def optimise_steps(
 def save_grid(name: str, grid: OptimisedGrid, meta: dict | None = None, directory: str | Path | None = None) -> Path:
     """Write the grid as JSON (atomically) where ``make_grid('saved', ..., name=NAME)`` finds it."""
     path = saved_grid_path(name, directory)
-    payload = {"name": name, "sigmas": grid.sigmas, "num_steps": grid.num_steps, "solver": grid.solver,
-               "cost": grid.cost, "candidates": grid.candidates, **(meta or {})}
+    payload = {
+        "name": name,
+        "sigmas": grid.sigmas,
+        "num_steps": grid.num_steps,
+        "solver": grid.solver,
+        "cost": grid.cost,
+        "candidates": grid.candidates,
+        **(meta or {}),
+    }
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     return path

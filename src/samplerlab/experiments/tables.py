@@ -48,8 +48,11 @@ def format_study_tables(config, cells, done: dict, baselines: dict) -> tuple[str
             sign = spec.direction.sign
             best = {}
             for col in cols:
-                vals = [(sign * r[col]["metrics"][metric]["mean"], label) for label, r in rows.items()
-                        if col in r and math.isfinite(r[col]["metrics"][metric]["mean"])]
+                vals = [
+                    (sign * r[col]["metrics"][metric]["mean"], label)
+                    for label, r in rows.items()
+                    if col in r and math.isfinite(r[col]["metrics"][metric]["mean"])
+                ]
                 if vals:
                     best[col] = max(vals)[1]
             md.write(f"\n### {study}: {metric}\n\n{spec.caption()}; mean ± std over {_n(rows, metric)} samples\n\n")
@@ -64,9 +67,19 @@ def format_study_tables(config, cells, done: dict, baselines: dict) -> tuple[str
                     s = r[col]["metrics"][metric]
                     text = f"{s['mean']:.3f} ± {s['std']:.3f}"
                     line.append(f"**{text}**" if best.get(col) == label else text)
-                    flat.append({"study": study, "configuration": label, "column": f"{col[0]}={col[1]}",
-                                 "metric": metric, "mean": s["mean"], "std": s["std"], "n": s["n"],
-                                 "nfe": r[col].get("nfe"), "best": best.get(col) == label})
+                    flat.append(
+                        {
+                            "study": study,
+                            "configuration": label,
+                            "column": f"{col[0]}={col[1]}",
+                            "metric": metric,
+                            "mean": s["mean"],
+                            "std": s["std"],
+                            "n": s["n"],
+                            "nfe": r[col].get("nfe"),
+                            "best": best.get(col) == label,
+                        }
+                    )
                 md.write("| " + " | ".join(line) + " |\n")
             for label, scores in baselines.items():
                 s = scores[metric]

@@ -6,7 +6,17 @@ from .likelihood import Divergence, LikelihoodResult, bits_per_dim, ode_log_like
 from .reference import reference_ode_solution
 
 __all__ = [
-    "rms_distance", "sliced_wasserstein2", "nll_gap", "reference_ode_solution",
-    "frechet_distance", "frechet_distance_gaussians", "feature_statistics", "precision_recall",
-    "Divergence", "LikelihoodResult", "ode_log_likelihood", "bits_per_dim", "uniform_dequantise",
+    "rms_distance",
+    "sliced_wasserstein2",
+    "nll_gap",
+    "reference_ode_solution",
+    "frechet_distance",
+    "frechet_distance_gaussians",
+    "feature_statistics",
+    "precision_recall",
+    "Divergence",
+    "LikelihoodResult",
+    "ode_log_likelihood",
+    "bits_per_dim",
+    "uniform_dequantise",
 ]

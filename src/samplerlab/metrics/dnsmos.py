@@ -97,8 +97,15 @@ def p808_features(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray
 
     n_fft, hop = _P808["n_fft"], _P808["hop"]
     x = torch.as_tensor(np.asarray(wav, dtype=np.float64))
-    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft, periodic=True, dtype=torch.float64),
-                      center=True, pad_mode="constant", return_complex=True)
+    spec = torch.stft(
+        x,
+        n_fft,
+        hop,
+        window=torch.hann_window(n_fft, periodic=True, dtype=torch.float64),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
     power = spec.abs().pow(2).numpy()
     mel = slaney_mel_filters(sample_rate, n_fft, _P808["n_mels"]) @ power
     db = 10 * np.log10(np.maximum(mel, 1e-10))
@@ -128,7 +135,9 @@ class DNSMOS:
         except ImportError:
             from .speech import MetricUnavailable
 
-            raise MetricUnavailable("DNSMOS needs onnxruntime: pip install onnxruntime (or samplerlab[speech])") from None
+            raise MetricUnavailable(
+                "DNSMOS needs onnxruntime: pip install onnxruntime (or samplerlab[speech])"
+            ) from None
         folder = Path(model_dir)
         if not folder.is_dir():
             raise ValueError(f"{folder}: no such DNSMOS model folder (it should hold sig_bak_ovr.onnx)")
@@ -136,8 +145,10 @@ class DNSMOS:
         if not model.is_file():
             found = sorted(folder.glob("*.onnx"))
             if len(found) != 1:
-                raise ValueError(f"{folder}: no sig_bak_ovr.onnx, and {len(found)} other .onnx files "
-                                 f"({', '.join(p.name for p in found) or 'none'}); which is the P.835 model?")
+                raise ValueError(
+                    f"{folder}: no sig_bak_ovr.onnx, and {len(found)} other .onnx files "
+                    f"({', '.join(p.name for p in found) or 'none'}); which is the P.835 model?"
+                )
             model = found[0]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -158,8 +169,10 @@ class DNSMOS:
             raw = json.loads(path.read_text())
             cal = {k: np.asarray(raw[k], dtype=np.float64) for k in _KEYS}
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: expected {{\"sig\": [...], \"bak\": [...], \"ovrl\": [...]}} "
-                             f"polynomial coefficients, highest degree first ({e})") from None
+            raise ValueError(
+                f'{path}: expected {{"sig": [...], "bak": [...], "ovrl": [...]}} '
+                f"polynomial coefficients, highest degree first ({e})"
+            ) from None
         for k, c in cal.items():
             if c.ndim != 1 or c.size == 0 or not np.isfinite(c).all():
                 raise ValueError(f"{path}: {k!r} must be a non-empty list of numbers, got {raw[k]!r}")
@@ -179,9 +192,15 @@ class DNSMOS:
             raw.append(out.reshape(3))
             if self.p808 is not None:
                 feats = p808_features(seg[: -_P808["hop"]], sample_rate)[np.newaxis]
-                p808.append(float(np.asarray(self.p808.run(None, {self.p808.get_inputs()[0].name: feats})[0]).reshape(-1)[0]))
+                p808.append(
+                    float(np.asarray(self.p808.run(None, {self.p808.get_inputs()[0].name: feats})[0]).reshape(-1)[0])
+                )
         scores = np.mean(raw, axis=0)
         if self.calibration is not None:
             scores = np.array([np.polyval(self.calibration[k], s) for k, s in zip(_KEYS, scores)])
-        return DNSMOSScores(*map(float, scores), windows=len(segs), calibrated=self.calibration is not None,
-                            p808=float(np.mean(p808)) if p808 else None)
+        return DNSMOSScores(
+            *map(float, scores),
+            windows=len(segs),
+            calibrated=self.calibration is not None,
+            p808=float(np.mean(p808)) if p808 else None,
+        )

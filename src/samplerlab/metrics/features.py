@@ -29,9 +29,18 @@ from torch import Tensor, nn
 from ..io import atomic_path, atomic_write_text
 from .distribution import feature_statistics, frechet_distance_gaussians
 
-__all__ = ["FeatureClassifier", "ClassifierFeatures", "TorchScriptFeatures", "ReferenceStats", "cache_dir",
-           "data_fingerprint", "train_feature_classifier", "load_or_train_classifier", "reference_statistics",
-           "batched_features"]
+__all__ = [
+    "FeatureClassifier",
+    "ClassifierFeatures",
+    "TorchScriptFeatures",
+    "ReferenceStats",
+    "cache_dir",
+    "data_fingerprint",
+    "train_feature_classifier",
+    "load_or_train_classifier",
+    "reference_statistics",
+    "batched_features",
+]
 
 
 def cache_dir(path: str | Path | None = None) -> Path:
@@ -55,12 +64,22 @@ class FeatureClassifier(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, feature_dim: int = 64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.GroupNorm(8, width), nn.SiLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.GroupNorm(8, width),
+            nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.GroupNorm(8, width),
+            nn.SiLU(),
             nn.AvgPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.GroupNorm(8, 2 * width), nn.SiLU(),
-            nn.Conv2d(2 * width, feature_dim, 3, padding=1), nn.GroupNorm(8, feature_dim), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.GroupNorm(8, 2 * width),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, feature_dim, 3, padding=1),
+            nn.GroupNorm(8, feature_dim),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.head = nn.Linear(feature_dim, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
@@ -81,8 +100,9 @@ def _shift(x: Tensor, g: torch.Generator, max_shift: int = 1) -> Tensor:
     return out
 
 
-def train_feature_classifier(images: Tensor, labels: Tensor, *, epochs: int = 40, batch_size: int = 64,
-                             seed: int = 0, progress: bool = False) -> FeatureClassifier:
+def train_feature_classifier(
+    images: Tensor, labels: Tensor, *, epochs: int = 40, batch_size: int = 64, seed: int = 0, progress: bool = False
+) -> FeatureClassifier:
     """Adam with cosine decay and random one-pixel shifts; returns the classifier in eval mode."""
     torch.manual_seed(seed)
     net = FeatureClassifier(images.shape[1], int(labels.max()) + 1)
@@ -113,8 +133,9 @@ def batched_features(fn: Callable[[Tensor], Tensor], images: Tensor, batch: int 
     return torch.cat([fn(images[k : k + batch]).double() for k in range(0, len(images), batch)])
 
 
-def load_or_train_classifier(train_images: Tensor, train_labels: Tensor, *, cache: str | Path | None = None,
-                             progress: bool = False) -> FeatureClassifier:
+def load_or_train_classifier(
+    train_images: Tensor, train_labels: Tensor, *, cache: str | Path | None = None, progress: bool = False
+) -> FeatureClassifier:
     """The classifier for this training split, from the cache or trained (and cached) now."""
     from safetensors.torch import load_file, save_file
 
@@ -129,8 +150,9 @@ def load_or_train_classifier(train_images: Tensor, train_labels: Tensor, *, cach
     net = train_feature_classifier(train_images, train_labels, progress=progress)
     with atomic_path(weights) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    atomic_write_text(meta_path, json.dumps({"in_channels": train_images.shape[1],
-                                             "num_classes": int(train_labels.max()) + 1}) + "\n")
+    atomic_write_text(
+        meta_path, json.dumps({"in_channels": train_images.shape[1], "num_classes": int(train_labels.max()) + 1}) + "\n"
+    )
     return net
 
 
@@ -167,13 +189,17 @@ class TorchScriptFeatures:
             raise ValueError(f"feature extractor {path}: no such file")
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, still the common format
+                warnings.simplefilter(
+                    "ignore", DeprecationWarning
+                )  # TorchScript is deprecated, still the common format
                 if path.suffix == ".pt2":
                     self.module = torch.export.load(str(path)).module()
                 else:
                     self.module = torch.jit.load(str(path), map_location="cpu").eval()
         except (RuntimeError, ValueError, KeyError) as err:
-            raise ValueError(f"feature extractor {path}: not a TorchScript file or torch.export program ({err})") from None
+            raise ValueError(
+                f"feature extractor {path}: not a TorchScript file or torch.export program ({err})"
+            ) from None
         self.path = path
 
     @torch.no_grad()
@@ -199,17 +225,30 @@ class ReferenceStats:
         return frechet_distance_gaussians(mu, cov, self.mu, self.cov)
 
 
-def reference_statistics(extractor, train_images: Tensor, held_out_images: Tensor, *, tag: str,
-                         cache: str | Path | None = None, held_out_labels: Tensor | None = None) -> ReferenceStats:
+def reference_statistics(
+    extractor,
+    train_images: Tensor,
+    held_out_images: Tensor,
+    *,
+    tag: str,
+    cache: str | Path | None = None,
+    held_out_labels: Tensor | None = None,
+) -> ReferenceStats:
     """Feature statistics of the training split and the real-vs-real floor (held-out split), cached as .npz."""
     key = data_fingerprint(train_images, held_out_images) + "-" + tag
     path = cache_dir(cache) / f"reference-{key}.npz"
     if path.exists():
         z = np.load(path, allow_pickle=False)
         acc = float(z["accuracy"])
-        return ReferenceStats(torch.from_numpy(z["mu"]), torch.from_numpy(z["cov"]), float(z["floor"]),
-                              int(z["n_reference"]), int(z["n_held_out"]), None if math.isnan(acc) else acc,
-                              torch.from_numpy(z["features"]))
+        return ReferenceStats(
+            torch.from_numpy(z["mu"]),
+            torch.from_numpy(z["cov"]),
+            float(z["floor"]),
+            int(z["n_reference"]),
+            int(z["n_held_out"]),
+            None if math.isnan(acc) else acc,
+            torch.from_numpy(z["features"]),
+        )
     feats = batched_features(extractor, train_images)
     mu, cov = feature_statistics(feats)
     held = batched_features(extractor, held_out_images)
@@ -219,7 +258,14 @@ def reference_statistics(extractor, train_images: Tensor, held_out_images: Tenso
         acc = float((extractor.predict(held_out_images) == held_out_labels).double().mean())
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, mu=mu.numpy(), cov=cov.numpy(), floor=floor, n_reference=len(train_images),
-                     n_held_out=len(held_out_images), accuracy=float("nan") if acc is None else acc,
-                     features=feats.numpy())
+            np.savez(
+                f,
+                mu=mu.numpy(),
+                cov=cov.numpy(),
+                floor=floor,
+                n_reference=len(train_images),
+                n_held_out=len(held_out_images),
+                accuracy=float("nan") if acc is None else acc,
+                features=feats.numpy(),
+            )
     return ReferenceStats(mu, cov, floor, len(train_images), len(held_out_images), acc, feats)

@@ -115,7 +115,7 @@ def ode_log_likelihood(
         raise RuntimeError(f"likelihood ODE solve failed: {sol.message}")
     y = torch.from_numpy(sol.y[:, -1].copy())
     x_T = y[: B * dim].reshape(shape)
-    delta = y[B * dim:].reshape(K, B)
+    delta = y[B * dim :].reshape(K, B)
     if prior_log_prob is None:
         flat = x_T.reshape(B, -1)
         prior = -0.5 * (flat**2).sum(1) / sigma_max**2 - dim * math.log(sigma_max) - 0.5 * dim * math.log(2 * math.pi)
@@ -140,8 +140,14 @@ def bits_per_dim(nll_nats: float, dim: int, *, eight_bit: bool = True, bin_width
     return nll_nats / (dim * math.log(2.0))
 
 
-def uniform_dequantise(values: Tensor, generator: torch.Generator | None = None, *, levels: int = 256,
-                       bin_width: float | None = None, offset: float = -1.0) -> Tensor:
+def uniform_dequantise(
+    values: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    levels: int = 256,
+    bin_width: float | None = None,
+    offset: float = -1.0,
+) -> Tensor:
     """Integers v in [0, levels) -> continuous x = (v + U) bin_width + offset, U ~ U[0, 1).
     The default maps 8-bit values to x = 2 (v + U) / 256 - 1 in [-1, 1)."""
     v = values.to(torch.float64)

@@ -11,8 +11,16 @@ from dataclasses import dataclass
 
 from ..registry import Registry
 
-__all__ = ["Direction", "Needs", "MetricSpec", "METRIC_SPECS", "metric", "metrics_for", "default_metrics",
-           "BENCH_METRICS"]
+__all__ = [
+    "Direction",
+    "Needs",
+    "MetricSpec",
+    "METRIC_SPECS",
+    "metric",
+    "metrics_for",
+    "default_metrics",
+    "BENCH_METRICS",
+]
 
 
 class Direction(enum.Enum):
@@ -69,30 +77,61 @@ def _add(spec: MetricSpec) -> None:
 _H, _L = Direction.HIGHER, Direction.LOWER
 for _spec in (
     # unconditional exact problems
-    MetricSpec("rms_ode", "RMS distance to the exact probability-flow ODE solution from the same noise "
-               "(deterministic solvers)", _L, Needs.EXACT_DENSITY),
+    MetricSpec(
+        "rms_ode",
+        "RMS distance to the exact probability-flow ODE solution from the same noise (deterministic solvers)",
+        _L,
+        Needs.EXACT_DENSITY,
+    ),
     MetricSpec("nll_gap", "-log p(x) minus that of an exact sample (0 is exact)", _L, Needs.EXACT_DENSITY),
     MetricSpec("sw2", "sliced Wasserstein-2 distance to exact data samples", _L, Needs.EXACT_DENSITY, default=False),
     # conditional exact problems (OUVE)
     MetricSpec("snr_db", "SNR of the estimate against the clean signal", _H, Needs.EXACT_POSTERIOR, unit="dB"),
     MetricSpec("rms_posterior_mean", "RMS distance to the exact posterior mean E[x0 | y]", _L, Needs.EXACT_POSTERIOR),
-    MetricSpec("posterior_nll_gap", "-log p(x | y) minus that of an exact posterior sample (0 is exact)", _L,
-               Needs.EXACT_POSTERIOR),
+    MetricSpec(
+        "posterior_nll_gap",
+        "-log p(x | y) minus that of an exact posterior sample (0 is exact)",
+        _L,
+        Needs.EXACT_POSTERIOR,
+    ),
     # speech, against clean recordings
     MetricSpec("pesq", "wideband PESQ", _H, Needs.CLEAN_RECORDING),
     MetricSpec("estoi", "extended STOI", _H, Needs.CLEAN_RECORDING),
     MetricSpec("stoi", "STOI", _H, Needs.CLEAN_RECORDING),
     MetricSpec("si_sdr", "SI-SDR", _H, Needs.CLEAN_RECORDING, unit="dB"),
-    MetricSpec("warpq", "raw WARP-Q", _L, Needs.CLEAN_RECORDING, default=False,
-               requires="the samplerlab[warpq] extra"),
-    MetricSpec("dnsmos_sig", "DNSMOS P.835 speech signal", _H, Needs.CLEAN_RECORDING, default=False,
-               requires="needs dnsmos = 'MODEL_DIR'"),
-    MetricSpec("dnsmos_bak", "DNSMOS P.835 background", _H, Needs.CLEAN_RECORDING, default=False,
-               requires="needs dnsmos = 'MODEL_DIR'"),
-    MetricSpec("dnsmos_ovrl", "DNSMOS P.835 overall", _H, Needs.CLEAN_RECORDING, default=False,
-               requires="needs dnsmos = 'MODEL_DIR'"),
-    MetricSpec("dnsmos_p808", "DNSMOS P.808 MOS", _H, Needs.CLEAN_RECORDING, default=False,
-               requires="needs model_v8.onnx in dnsmos = 'MODEL_DIR'"),
+    MetricSpec("warpq", "raw WARP-Q", _L, Needs.CLEAN_RECORDING, default=False, requires="the samplerlab[warpq] extra"),
+    MetricSpec(
+        "dnsmos_sig",
+        "DNSMOS P.835 speech signal",
+        _H,
+        Needs.CLEAN_RECORDING,
+        default=False,
+        requires="needs dnsmos = 'MODEL_DIR'",
+    ),
+    MetricSpec(
+        "dnsmos_bak",
+        "DNSMOS P.835 background",
+        _H,
+        Needs.CLEAN_RECORDING,
+        default=False,
+        requires="needs dnsmos = 'MODEL_DIR'",
+    ),
+    MetricSpec(
+        "dnsmos_ovrl",
+        "DNSMOS P.835 overall",
+        _H,
+        Needs.CLEAN_RECORDING,
+        default=False,
+        requires="needs dnsmos = 'MODEL_DIR'",
+    ),
+    MetricSpec(
+        "dnsmos_p808",
+        "DNSMOS P.808 MOS",
+        _H,
+        Needs.CLEAN_RECORDING,
+        default=False,
+        requires="needs model_v8.onnx in dnsmos = 'MODEL_DIR'",
+    ),
 ):
     _add(_spec)
 

@@ -21,11 +21,21 @@ import math
 import warnings
 
 import numpy as np
-import torch
 from torch import Tensor
 
-__all__ = ["si_sdr", "pesq_wb", "stoi", "estoi", "warpq", "speech_metrics", "available_metrics", "SPEECH_METRICS",
-           "OPTIONAL_METRICS", "ALL_METRICS", "MetricUnavailable"]
+__all__ = [
+    "si_sdr",
+    "pesq_wb",
+    "stoi",
+    "estoi",
+    "warpq",
+    "speech_metrics",
+    "available_metrics",
+    "SPEECH_METRICS",
+    "OPTIONAL_METRICS",
+    "ALL_METRICS",
+    "MetricUnavailable",
+]
 
 SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")  # always installed with samplerlab[speech]
 OPTIONAL_METRICS = ("warpq", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")
@@ -124,7 +134,9 @@ def available_metrics(dnsmos=None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def speech_metrics(reference, estimate, which=SPEECH_METRICS, sample_rate: int = 16000, dnsmos=None) -> dict[str, float]:
+def speech_metrics(
+    reference, estimate, which=SPEECH_METRICS, sample_rate: int = 16000, dnsmos=None
+) -> dict[str, float]:
     """The metrics ``which`` of ``estimate`` against ``reference``; ``dnsmos``: a ``metrics.dnsmos.DNSMOS``
     (the DNSMOS scores ignore the reference)."""
     bad = [m for m in which if m not in ALL_METRICS]
@@ -135,8 +147,10 @@ def speech_metrics(reference, estimate, which=SPEECH_METRICS, sample_rate: int =
     for name in which:
         if name.startswith("dnsmos_"):
             if dnsmos is None:
-                raise MetricUnavailable(f"{name} needs a DNSMOS model folder (sig_bak_ovr.onnx from the DNS Challenge): "
-                                        "pass --dnsmos DIR (or dnsmos=DNSMOS(DIR))")
+                raise MetricUnavailable(
+                    f"{name} needs a DNSMOS model folder (sig_bak_ovr.onnx from the DNS Challenge): "
+                    "pass --dnsmos DIR (or dnsmos=DNSMOS(DIR))"
+                )
             dnsmos_scores = dnsmos_scores or dnsmos(estimate, sample_rate).as_metrics()
             if name not in dnsmos_scores:
                 raise MetricUnavailable(f"{name} needs model_v8.onnx (DNSMOS P.808) in the DNSMOS model folder")

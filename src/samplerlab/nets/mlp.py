@@ -30,7 +30,8 @@ class MLPDenoiserNet(nn.Module):
         self.inp = nn.Linear(dim + emb, hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-            for _ in range(depth))
+            for _ in range(depth)
+        )
         self.noise_proj = nn.ModuleList(nn.Linear(emb, hidden) for _ in range(depth))
         self.label_emb = nn.Embedding(num_classes + 1, emb) if num_classes else None
         self.out = nn.Linear(hidden, dim)

@@ -16,7 +16,7 @@ nothing about schedules: ``EDMPrecond`` supplies c_in, c_noise and combines its 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +44,10 @@ class UNetConfig:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
         if self.channels < 1 or not self.channel_mult or min(self.channel_mult) < 1 or self.num_blocks < 1:
-            raise ValueError(f"UNet: channels, channel_mult and num_blocks must be positive, got "
-                             f"{self.channels}, {self.channel_mult}, {self.num_blocks}")
+            raise ValueError(
+                f"UNet: channels, channel_mult and num_blocks must be positive, got "
+                f"{self.channels}, {self.channel_mult}, {self.num_blocks}"
+            )
         if self.embedding not in ("positional", "fourier"):
             raise ValueError(f"UNet: unknown embedding {self.embedding!r}; valid: 'positional', 'fourier'")
         if not 0 <= self.dropout < 1:
@@ -132,17 +134,27 @@ class _Level(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channels: int, resolution: int, config: UNetConfig | None = None, num_classes: int = 0,
-                 out_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        resolution: int,
+        config: UNetConfig | None = None,
+        num_classes: int = 0,
+        out_channels: int | None = None,
+    ):
         super().__init__()
         cfg = self.config = config or UNetConfig()
         levels = len(cfg.channel_mult)
         if resolution % 2 ** (levels - 1):
-            raise ValueError(f"UNet: resolution {resolution} is not divisible by 2^{levels - 1} "
-                             f"(channel_mult {cfg.channel_mult} has {levels} levels)")
+            raise ValueError(
+                f"UNet: resolution {resolution} is not divisible by 2^{levels - 1} "
+                f"(channel_mult {cfg.channel_mult} has {levels} levels)"
+            )
         self.num_classes = num_classes
         emb_dim = cfg.embedding_dim or 4 * cfg.channels
-        self.noise_embedding = (PositionalEmbedding if cfg.embedding == "positional" else FourierEmbedding)(cfg.channels)
+        self.noise_embedding = (PositionalEmbedding if cfg.embedding == "positional" else FourierEmbedding)(
+            cfg.channels
+        )
         self.embed = nn.Sequential(nn.Linear(cfg.channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_embedding = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 
@@ -163,8 +175,10 @@ class UNet(nn.Module):
             if i < levels - 1:
                 res //= 2
                 skips.append(ch)  # the downsampled activation is a skip too
-        self.mid = _Level([ResBlock(ch, ch, emb_dim, cfg.dropout), ResBlock(ch, ch, emb_dim, cfg.dropout)],
-                          [SelfAttention(ch, cfg.attention_heads), nn.Identity()])
+        self.mid = _Level(
+            [ResBlock(ch, ch, emb_dim, cfg.dropout), ResBlock(ch, ch, emb_dim, cfg.dropout)],
+            [SelfAttention(ch, cfg.attention_heads), nn.Identity()],
+        )
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
         for i, mult in reversed(list(enumerate(cfg.channel_mult))):

@@ -8,26 +8,54 @@ Where to find what:
   multistep.py    DEIS tAB / rhoAB, LMS, iPNDM
   runge_kutta.py  Butcher tableaus, rhoRK-DEIS, adaptive Dormand-Prince 5(4)
   unipc.py        UniPC (UniP predictor, UniC corrector, bh1 / bh2)
-  predictor_corrector.py  PC samplers (reverse diffusion, EM, ancestral; Langevin correctors), annealed Langevin
+  predictor_corrector.py  PC samplers (any predictor solver; Langevin correctors), reverse diffusion, annealed Langevin
   gotta_go_fast.py        Gotta Go Fast adaptive SDE solver
+  adaptive.py     the PI step-size controller and step counts the adaptive solvers share
+  base.py         StepContext, Solver, the DenoisedStep template, History, effective order, the registry
   crash.py        CRASH: exact steps of the reparameterised reverse SDE in x / m (eta = 0: DDIM)
 """
 
-from .base import SOLVERS, Solver, StepContext, StepOutput, make_solver, parse_solver_spec, solver_from_spec
+from .adaptive import AdaptiveStats, PIController
+from .base import (
+    SOLVERS,
+    DenoisedStep,
+    History,
+    HistorySolver,
+    Solver,
+    StepContext,
+    StepOutput,
+    effective_order,
+    make_solver,
+    parse_solver_spec,
+    solver_from_spec,
+)
+from .crash import CRASH
 from .edm import EDMStochastic
 from .exponential import DPMSolver, DPMSolverPP, SDEDPMSolverPP
-from .multistep import IPNDM, LMS, DEISRhoAB, DEISTimeAB
-from .unipc import UniPC
-from .predictor_corrector import AnnealedLangevin, Corrector, Predictor, PredictorCorrector
 from .gotta_go_fast import GottaGoFast
-from .crash import CRASH
-from .runge_kutta import TABLEAUS, ButcherTableau, DEISRhoRK, DormandPrince
+from .multistep import IPNDM, LMS, DEISRhoAB, DEISTimeAB
 from .ode import Euler, Heun
+from .predictor_corrector import (
+    AnnealedLangevin,
+    AnnealedLangevinCorrector,
+    Corrector,
+    Langevin,
+    PredictorCorrector,
+    ReverseDiffusion,
+)
+from .runge_kutta import TABLEAUS, ButcherTableau, DEISRhoRK, DormandPrince
 from .sde import DDIM, EulerAncestral, EulerMaruyama, ancestral_split
+from .unipc import UniPC
 
 __all__ = [
     "SOLVERS",
     "Solver",
+    "DenoisedStep",
+    "History",
+    "HistorySolver",
+    "effective_order",
+    "PIController",
+    "AdaptiveStats",
     "StepContext",
     "StepOutput",
     "make_solver",
@@ -53,8 +81,10 @@ __all__ = [
     "DormandPrince",
     "UniPC",
     "PredictorCorrector",
-    "Predictor",
+    "ReverseDiffusion",
     "Corrector",
+    "Langevin",
+    "AnnealedLangevinCorrector",
     "AnnealedLangevin",
     "GottaGoFast",
     "CRASH",

@@ -1,4 +1,14 @@
-"""What every solver shares: the step context, the solver interface, the registry."""
+"""What every solver shares, so that a solver file is its paper's update formula:
+
+- ``StepContext``: the counted denoiser, the process's scale s, the score, the noise streams;
+- ``Solver``: the interface and the nature every solver states (order, calls per step, stochastic);
+- ``DenoisedStep``: the template of steps written on x_hat = x / s that open with one model call
+  D(x_hat; sigma_i): the base evaluates, takes the final denoising step on a step to sigma = 0 and
+  rescales the result; the solver writes ``update``;
+- ``History`` and ``effective_order``: multistep history and the order a step can use (limited by the
+  history, and lowered near the end of short runs);
+- the registry and the spec parser of the configuration / CLI boundary.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +21,30 @@ from torch import Tensor
 
 from ..denoisers import Denoiser
 from ..noise import SampleNoise
-from ..registry import Registry
 from ..processes import Process
+from ..registry import Registry
 
-__all__ = ["StepContext", "StepOutput", "Solver", "SOLVERS", "make_solver", "parse_solver_spec", "solver_from_spec", "parse_value"]
+__all__ = [
+    "StepContext",
+    "StepOutput",
+    "Solver",
+    "DenoisedStep",
+    "History",
+    "HistorySolver",
+    "effective_order",
+    "score_from_denoised",
+    "SOLVERS",
+    "make_solver",
+    "parse_solver_spec",
+    "solver_from_spec",
+    "parse_value",
+]
+
+
+def score_from_denoised(x: Tensor, x0, s, sigma):
+    """grad_x log p_t(x) = (s D(x / s; sigma) - x) / (s sigma)^2 in process coordinates (Karras et al. 2022,
+    eq. 3 with x = s x_hat); s and sigma are floats or tensors broadcast against x."""
+    return (s * x0 - x) / (s * sigma) ** 2
 
 
 @dataclass
@@ -72,6 +102,12 @@ class StepContext:
         x0 = self.denoise(x / s, sigma)
         d = (ds / s + dsig / sigma) * x - (s * dsig / sigma) * x0
         return d, x0
+
+    def score(self, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
+        """(grad log p_t(x), D) at level sigma, x in process coordinates."""
+        s = self.scale(sigma)
+        x0 = self.denoise(x / s, sigma)
+        return score_from_denoised(x, x0, s, sigma), x0
 
     def randn_like(self, x: Tensor) -> Tensor:
         if self.noise is None:
@@ -147,6 +183,60 @@ class Solver(ABC):
     def describe(self) -> str:
         p = ", ".join(f"{k}={v}" for k, v in self.params().items())
         return f"{self.name}({p})" if p else self.name
+
+
+class DenoisedStep(Solver):
+    """Template: a step on x_hat = x / s that opens with D(x_hat; sigma_i). A step to sigma = 0 returns that
+    D (the final denoising step, first order); otherwise ``update`` gives x_hat at sigma_{i+1}, and the base
+    rescales it by s(sigma_{i+1})."""
+
+    def step(self, ctx: StepContext, x: Tensor, i: int, state: Any) -> StepOutput:
+        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
+        if sigma_next == 0:
+            return ctx.finish(x0, state)
+        x_hat_next, x0 = self.update(ctx, i, sigma, sigma_next, x_hat, x0, state)
+        return StepOutput(x_hat_next * ctx.scale(sigma_next), x0, state)
+
+    @abstractmethod
+    def update(
+        self, ctx: StepContext, i: int, sigma: float, sigma_next: float, x_hat: Tensor, x0: Tensor, state: Any
+    ) -> tuple[Tensor, Tensor]:
+        """(x_hat at sigma_next > 0, the step's last data estimate) from x_hat and x0 = D(x_hat; sigma)."""
+
+
+@dataclass
+class History:
+    """Past model outputs for multistep methods: (lambda_j or another variable, m_j), newest last."""
+
+    lams: list
+    values: list
+
+    def push(self, lam_j: float, m_j, keep: int) -> None:
+        self.lams.append(lam_j)
+        self.values.append(m_j)
+        del self.lams[:-keep], self.values[:-keep]
+
+    def newest(self, p: int) -> "History":
+        return History(self.lams[-p:], self.values[-p:])
+
+
+class HistorySolver(DenoisedStep):
+    """A multistep solver: its state is the History of past model outputs."""
+
+    def init_state(self, ctx: StepContext) -> History:
+        return History([], [])
+
+
+LOWER_ORDER_FINAL_BELOW = 15  # runs shorter than this lower the order of their last steps
+
+
+def effective_order(order: int, i: int, num_steps: int, available: int, lower_order_final: bool) -> int:
+    """Order for step i: limited by the history available and, with ``lower_order_final``, by the steps left
+    in runs of fewer than 15 steps, which stabilises few-step sampling (Lu et al. 2022b, Sec. 5)."""
+    p = min(order, available)
+    if lower_order_final and num_steps < LOWER_ORDER_FINAL_BELOW:
+        p = min(p, num_steps - i)
+    return max(p, 1)
 
 
 SOLVERS: Registry[type[Solver]] = Registry("solver")

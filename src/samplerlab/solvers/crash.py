@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import SOLVERS, Solver, StepContext, StepOutput
+from .base import SOLVERS, DenoisedStep, StepContext
 
 
 def crash_coefficients(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -42,7 +42,7 @@ def crash_coefficients(sigma: float, sigma_next: float, eta: float) -> tuple[flo
 
 @SOLVERS.register("crash")
 @dataclass
-class CRASH(Solver):
+class CRASH(DenoisedStep):
     """CRASH (Rouard & Hadjeres 2021): exact integration of the eta-family reverse SDE in x / m with
     the denoiser frozen over each step (module docstring). eta = 1: the paper's SDE sampler;
     eta = 0: its deterministic sampler, equal to DDIM. Order 1, 1 model call per step."""
@@ -61,12 +61,9 @@ class CRASH(Solver):
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.eta > 0
 
-    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
-        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
-        if sigma_next == 0:
-            return ctx.finish(x0)
+    def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state):
         keep, noise_std = crash_coefficients(sigma, sigma_next, self.eta)
         x_next = x0 + keep * (x_hat - x0)
         if noise_std > 0:
             x_next = x_next + noise_std * ctx.randn_like(x_hat)
-        return StepOutput(x_next * ctx.scale(sigma_next), x0)
+        return x_next, x0

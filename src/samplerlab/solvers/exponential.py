@@ -12,7 +12,7 @@ cancel in x_hat, so the same code serves every process. A method of order k trun
 k terms and estimates the derivatives from extra model calls (singlestep) or from history (multistep).
 
 A step that lands on sigma = 0 (lambda = infinity) is always first order: it returns D(x, sigma),
-the "final denoising step" of the papers. Grids that end at 0 therefore end with it.
+the "final denoising step" of the papers (``base.DenoisedStep``). Grids that end at 0 therefore end with it.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from .base import SOLVERS, Solver, StepContext, StepOutput
+from .base import SOLVERS, History, HistorySolver, StepContext, effective_order
 
-__all__ = ["phi", "ModelOutput", "DPMSolver", "DPMSolverPP", "SDEDPMSolverPP", "History", "HistorySolver"]
+__all__ = ["phi", "lam", "ModelOutput", "DPMSolver", "DPMSolverPP", "SDEDPMSolverPP"]
 
 
 def phi(k: int, z: float) -> float:
@@ -72,26 +71,6 @@ def model_output(output: ModelOutput, x_hat, x0, sigma: float):
     return x0 if output is ModelOutput.DATA else (x_hat - x0) / sigma
 
 
-@dataclass
-class History:
-    """Past model outputs for multistep methods: (lambda_j, m_j), newest last."""
-
-    lams: list
-    values: list
-
-    def push(self, lam_j: float, m_j, keep: int) -> None:
-        self.lams.append(lam_j)
-        self.values.append(m_j)
-        del self.lams[:-keep], self.values[:-keep]
-
-
-class HistorySolver(Solver):
-    """A multistep solver: its state is the History of past model outputs."""
-
-    def init_state(self, ctx: StepContext) -> History:
-        return History([], [])
-
-
 def backward_derivatives(lams: list, values: list, h: float, order: int) -> list:
     """Scaled derivatives [m, h m', h^2 m'', ...] at the newest point from backward divided differences.
 
@@ -119,14 +98,6 @@ def backward_derivatives(lams: list, values: list, h: float, order: int) -> list
         basis = nxt
     # taylor[k] is the tau^k coefficient = h^k m^{(k)} / k!
     return [taylor[k] * math.factorial(k) for k in range(n)]
-
-
-def _effective_order(order: int, i: int, num_steps: int, available: int, lower_order_final: bool) -> int:
-    """Order for step i: limited by history, and near the end of short runs (Lu et al. 2022b, Sec. 5)."""
-    p = min(order, available)
-    if lower_order_final and num_steps < 15:
-        p = min(p, num_steps - i)
-    return max(p, 1)
 
 
 @SOLVERS.register("dpm-solver")
@@ -202,18 +173,13 @@ class DPMSolver(HistorySolver):
         derivs = backward_derivatives(hist.lams, hist.values, h, 3)
         return taylor_step(out, x_hat, sigma, sigma_next, derivs)
 
-    def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
-        if sigma_next == 0:
-            return ctx.finish(x0, state)
+    def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
         m0 = model_output(self.output, x_hat, x0, sigma)
-        if self.multistep:
-            state.push(lam(sigma), m0, keep=self.order)
-            p = _effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
-            x_next = self._multistep(ctx, x_hat, sigma, sigma_next, state, p)
-        else:
-            x_next, x0 = self._singlestep(ctx, x_hat, sigma, sigma_next, m0, x0)
-        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
+        if not self.multistep:
+            return self._singlestep(ctx, x_hat, sigma, sigma_next, m0, x0)
+        state.push(lam(sigma), m0, keep=self.order)
+        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
+        return self._multistep(ctx, x_hat, sigma, sigma_next, state, p), x0
 
 
 @SOLVERS.register("dpm-solver++")
@@ -252,17 +218,13 @@ class SDEDPMSolverPP(HistorySolver):
         if self.order not in (1, 2):
             raise ValueError(f"sde-dpm-solver++ order must be 1 or 2, got {self.order}")
 
-    def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
-        if sigma_next == 0:
-            return ctx.finish(x0, state)
+    def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
         state.push(lam(sigma), x0, keep=2)
         h = lam(sigma_next) - lam(sigma)
-        p = _effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
+        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
         d = x0
         if p == 2:
             r = (state.lams[-1] - state.lams[-2]) / h
             d = x0 + (x0 - state.values[-2]) / (2 * r)
         decay = math.exp(-2 * h)
-        x_next = decay * x_hat + (1 - decay) * d + sigma_next * math.sqrt(1 - decay) * ctx.randn_like(x_hat)
-        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
+        return decay * x_hat + (1 - decay) * d + sigma_next * math.sqrt(1 - decay) * ctx.randn_like(x_hat), x0

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SOLVERS, Solver, StepContext, StepOutput
-from .runge_kutta import AdaptiveStats
+from .adaptive import AdaptiveStats, PIController
+from .base import SOLVERS, Solver, StepContext, StepOutput, score_from_denoised
 
 __all__ = ["GottaGoFast"]
 
@@ -67,9 +67,9 @@ class GottaGoFast(Solver):
             if positive != 2:
                 raise ValueError(
                     "ggf integrates one interval adaptively: give a grid [sigma_max, sigma_min] or "
-                    f"[sigma_max, sigma_min, 0], got {ctx.sigmas.tolist()}")
-            B = x.shape[0]
-            state = AdaptiveStats(torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.long))
+                    f"[sigma_max, sigma_min, 0], got {ctx.sigmas.tolist()}"
+                )
+            state = AdaptiveStats.zeros(x.shape[0])
         if sigma_next == 0:
             x0 = ctx.denoise(x / ctx.scale(sigma), sigma)
             return ctx.finish(x0, state)
@@ -80,18 +80,20 @@ class GottaGoFast(Solver):
         p = ctx.process
         B = x.shape[0]
         view = (B,) + (1,) * (x.ndim - 1)
-        dtype, device = x.dtype, x.device
+        dtype = x.dtype
         t = torch.full((B,), t0, dtype=torch.float64)
         h = torch.full((B,), self.h_init, dtype=torch.float64)
         x_prev = x.clone()
         n = x[0].numel()
+        # h <- theta h E^-r after every attempt, accepted or not: an I controller without clipping
+        controller = PIController(alpha=self.r, safety=self.theta)
 
         def reverse_drift(xs, ts):
             sig = p.sigma(ts)
             s = p.s(ts)
             x0 = ctx.denoise(xs / s.to(dtype).reshape(view), sig.to(dtype))
             s_, sig_ = s.to(dtype).reshape(view), sig.to(dtype).reshape(view)
-            score = (s_ * x0 - xs) / (s_ * sig_) ** 2
+            score = score_from_denoised(xs, x0, s_, sig_)
             f = p.drift(ts).to(dtype).reshape(view)
             g = p.diffusion(ts).to(dtype).reshape(view)
             return f * xs - g**2 * score, g, x0
@@ -117,9 +119,9 @@ class GottaGoFast(Solver):
             x_prev = torch.where(acc, x1, x_prev)
             x0 = x0_b if x0 is None else torch.where(acc, x0_b, x0)
             t = torch.where(accept, t - h, t)
-            stats.accepted += accept.long()
-            stats.rejected += (active & ~accept).long()
-            h_new = self.theta * h * err.clamp_min(1e-10) ** (-self.r)
+            stats.count(accept, active)
+            factor, _ = controller.factor(err, err, accept)
+            h_new = h * factor
             h = torch.where(active, torch.minimum(h_new, (t - t1).clamp_min(0)), h)
             h = torch.where(active & (h <= 0), torch.full_like(h, self.h_init), h)
         raise RuntimeError(f"ggf did not reach t={t1:g} in {self.max_attempts} attempts")

@@ -15,15 +15,12 @@ sigma = 0 is first order (it returns D, as DDIM does).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from .base import SOLVERS, Solver, StepContext, StepOutput
-from .exponential import History, HistorySolver
+from .base import SOLVERS, History, HistorySolver, StepContext, effective_order
 
 __all__ = ["DEISMultistep", "DEISTimeAB", "DEISRhoAB", "LMS", "IPNDM", "lagrange_weights"]
 
@@ -69,21 +66,14 @@ class DEISMultistep(HistorySolver):
         """Maps sigma to the interpolation variable (None: the variable is sigma itself)."""
         return None
 
-    def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
-        if sigma_next == 0:
-            return ctx.finish(x0, state)
-        eps = (x_hat - x0) / sigma
-        state.push(self.variable(ctx, sigma), eps, keep=self.order)
-        p = min(self.order, len(state.values))
-        if self.lower_order_final and ctx.num_steps < 15:
-            p = max(1, min(p, ctx.num_steps - i))
-        points = state.lams[-p:]
-        coeffs = lagrange_weights(points, sigma, sigma_next, self.node_map(ctx))
+    def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
+        state.push(self.variable(ctx, sigma), (x_hat - x0) / sigma, keep=self.order)
+        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
+        coeffs = lagrange_weights(state.lams[-p:], sigma, sigma_next, self.node_map(ctx))
         x_next = x_hat
         for c, e in zip(coeffs, state.values[-p:]):
             x_next = x_next + c * e
-        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
+        return x_next, x0
 
 
 @SOLVERS.register("deis-tab")
@@ -152,11 +142,8 @@ class IPNDM(HistorySolver):
         if self.max_order not in _AB:
             raise ValueError(f"ipndm max_order must be 1 to 4, got {self.max_order}")
 
-    def step(self, ctx: StepContext, x, i, state: History) -> StepOutput:
-        sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
-        if sigma_next == 0:
-            return ctx.finish(x0, state)
+    def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
         state.push(sigma, (x_hat - x0) / sigma, keep=self.max_order)
         coeffs = _AB[min(self.max_order, len(state.values))]
         eps = sum(c * e for c, e in zip(coeffs, reversed(state.values)))
-        return StepOutput((x_hat + (sigma_next - sigma) * eps) * ctx.scale(sigma_next), x0, state)
+        return x_hat + (sigma_next - sigma) * eps, x0

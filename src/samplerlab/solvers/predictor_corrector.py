@@ -1,69 +1,141 @@
 """Predictor-corrector samplers (Song et al. 2021, Alg. 1-5) and annealed Langevin dynamics
 (Song & Ermon 2019, Alg. 1), in the process's own coordinates.
 
-The score of x_t is grad log p_t(x) = (s D(x/s; sigma) - x) / (s sigma)^2. Predictors move from
-sigma_i to sigma_{i+1}; correctors then run Langevin MCMC at sigma_{i+1} (never at sigma = 0).
-Norms in the Langevin step sizes are per sample, so a sample does not depend on its batch.
+``PredictorCorrector(predictor, corrector)``: the predictor is any ``Solver`` that moves from sigma_i to
+sigma_{i+1} (reverse diffusion, Euler-Maruyama, ancestral sampling, or any other registered solver); the
+corrector then runs Langevin MCMC at sigma_{i+1} (never at sigma = 0). The score of x_t is
+grad log p_t(x) = (s D(x/s; sigma) - x) / (s sigma)^2. Norms in the Langevin step sizes are per sample,
+so a sample does not depend on its batch.
 """
 
 from __future__ import annotations
 
-import enum
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 
+from ..registry import Registry
 from .base import SOLVERS, Solver, StepContext, StepOutput
-from .sde import ancestral_split
+from .sde import DDIM, EulerMaruyama
 
-__all__ = ["Predictor", "Corrector", "PredictorCorrector", "AnnealedLangevin", "langevin_step"]
-
-
-class Predictor(enum.Enum):
-    REVERSE_DIFFUSION = "reverse-diffusion"
-    EULER_MARUYAMA = "euler-maruyama"
-    ANCESTRAL = "ancestral"
-    NONE = "none"
-
-
-class Corrector(enum.Enum):
-    LANGEVIN = "langevin"
-    ANNEALED_LANGEVIN = "annealed-langevin"
-    NONE = "none"
+__all__ = [
+    "ReverseDiffusion",
+    "NoPredictor",
+    "PREDICTORS",
+    "Corrector",
+    "Langevin",
+    "AnnealedLangevinCorrector",
+    "CORRECTORS",
+    "PredictorCorrector",
+    "AnnealedLangevin",
+]
 
 
-def _enum(kind, value, what: str):
-    try:
-        return kind(value) if not isinstance(value, kind) else value
-    except ValueError:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(m.value for m in kind)}") from None
+@SOLVERS.register("reverse-diffusion")
+@dataclass
+class ReverseDiffusion(Solver):
+    """The reverse-diffusion predictor (Song et al. 2021, eq. 46): x' = x - f_i(x) + G_i^2 score + G_i z with
+    the forward transition between the two levels, f_i(x) = (s_i / s_{i+1} - 1) x,
+    G_i = s_i sqrt(sigma_i^2 - sigma_{i+1}^2); for VP it is exactly their DDPM discretisation. The step to
+    sigma = 0 adds no noise. Order 1, 1 model call per step, stochastic."""
+
+    name = "reverse-diffusion"
+    order = 1
+    calls_per_step = 1
+    stochastic = True
+
+    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
+        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+        s_i, s_next = ctx.scale(sigma), ctx.scale(sigma_next)
+        G2 = s_i**2 * (sigma**2 - sigma_next**2)
+        score, x0 = ctx.score(x, sigma)
+        x_next = (2 - s_i / s_next) * x + G2 * score
+        if sigma_next > 0:
+            x_next = x_next + math.sqrt(G2) * ctx.randn_like(x)
+        return StepOutput(x_next, x0)
 
 
-def _score(ctx: StepContext, x, sigma: float):
-    s = ctx.scale(sigma)
-    x0 = ctx.denoise(x / s, sigma)
-    return (s * x0 - x) / (s * sigma) ** 2, x0
+@dataclass
+class NoPredictor(Solver):
+    """Corrector-only sampling: the state is carried to the next level by the process's scale alone; the
+    step to sigma = 0 returns D (a final denoising step). 0 model calls per step but that one."""
+
+    name = "none"
+    calls_per_step = 0
+
+    def nfe(self, num_steps: int, final_zero: bool = True) -> int:
+        return 1 if final_zero else 0
+
+    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
+        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+        if sigma_next == 0:
+            return ctx.finish(ctx.denoise(x / ctx.scale(sigma), sigma), state)
+        x = x * (ctx.scale(sigma_next) / ctx.scale(sigma))
+        return StepOutput(x, x / ctx.scale(sigma_next), state)
+
+
+# predictor names of Song et al. 2021 -> solvers (the API takes any Solver object)
+PREDICTORS: Registry = Registry("predictor")
+PREDICTORS.register("reverse-diffusion")(ReverseDiffusion)
+PREDICTORS.register("euler-maruyama")(EulerMaruyama)
+PREDICTORS.register("ancestral")(lambda: DDIM(eta=1.0))  # the DDPM posterior step (eq. 47 for VE)
+PREDICTORS.register("none")(NoPredictor)
+
+
+class Corrector(ABC):
+    """Langevin MCMC at a fixed level: x <- x + eps score + sqrt(2 eps) z with a step size eps of its own."""
+
+    snr: float
+
+    @abstractmethod
+    def step_size(self, ctx: StepContext, sigma: float, score, z):
+        """eps (a float or one value per sample)."""
+
+    def correct(self, ctx: StepContext, x, sigma: float):
+        """One corrector step at level sigma (Song et al. 2021, Alg. 4-5); returns (x, D)."""
+        score, x0 = ctx.score(x, sigma)
+        z = ctx.randn_like(x)
+        eps = self.step_size(ctx, sigma, score, z)
+        return x + eps * score + torch.sqrt(2 * torch.as_tensor(eps, dtype=x.dtype, device=x.device)) * z, x0
 
 
 def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1).norm(dim=1).reshape(-1, *([1] * (v.ndim - 1)))
 
 
-def langevin_step(ctx: StepContext, x, sigma: float, corrector: Corrector, snr: float):
-    """One corrector step at level sigma (Song et al. 2021, Alg. 4-5; "annealed": their ALD corrector).
+@dataclass
+class Langevin(Corrector):
+    """Song et al. 2021, Alg. 4-5: eps = 2 (r ||z|| / ||score||)^2 per sample, r = ``snr``."""
 
-    langevin:           eps = 2 (r ||z|| / ||score||)^2
-    annealed-langevin:  eps = 2 (r s sigma)^2, the marginal std of x_t scaled by r
-    then x <- x + eps score + sqrt(2 eps) z.
-    """
-    score, x0 = _score(ctx, x, sigma)
-    z = ctx.randn_like(x)
-    if corrector is Corrector.LANGEVIN:
-        eps = 2 * (snr * _per_sample_norm(z) / _per_sample_norm(score).clamp_min(1e-30)) ** 2
-    else:
-        eps = 2 * (snr * ctx.scale(sigma) * sigma) ** 2
-    return x + eps * score + torch.sqrt(2 * torch.as_tensor(eps, dtype=x.dtype, device=x.device)) * z, x0
+    snr: float = 0.16
+
+    def step_size(self, ctx, sigma, score, z):
+        return 2 * (self.snr * _per_sample_norm(z) / _per_sample_norm(score).clamp_min(1e-30)) ** 2
+
+
+@dataclass
+class AnnealedLangevinCorrector(Corrector):
+    """The annealed-Langevin corrector of SGMSE+ (Richter et al. 2023): eps = 2 (r s sigma)^2, the marginal
+    std of x_t scaled by r = ``snr``."""
+
+    snr: float = 0.16
+
+    def step_size(self, ctx, sigma, score, z):
+        return 2 * (self.snr * ctx.scale(sigma) * sigma) ** 2
+
+
+CORRECTORS: Registry = Registry("corrector")
+CORRECTORS.register("langevin")(Langevin)
+CORRECTORS.register("annealed-langevin")(AnnealedLangevinCorrector)
+CORRECTORS.register("none")(lambda snr: None)
+
+
+def _resolve(registry: Registry, value, what: str):
+    if value not in registry:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(registry.names())}")
+    return registry.get(value)
 
 
 @SOLVERS.register("pc")
@@ -71,16 +143,11 @@ def langevin_step(ctx: StepContext, x, sigma: float, corrector: Corrector, snr: 
 class PredictorCorrector(Solver):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1 and 2).
 
-    Predictors:
-      reverse-diffusion  x' = x - f_i(x) + G_i^2 score + G_i z with the forward transition between the two
-                         levels, f_i(x) = (s_i / s_{i+1} - 1) x, G_i = s_i sqrt(sigma_i^2 - sigma_{i+1}^2)
-                         (eq. 46; for VP it is exactly their DDPM discretisation);
-      euler-maruyama     Euler-Maruyama on the reverse SDE in t;
-      ancestral          the DDPM posterior step (eq. 47 for VE; DDIM with eta = 1 in general);
-      none               corrector only (then equivalent to annealed Langevin dynamics).
-    Correctors: langevin (snr r), annealed-langevin, none; ``corrector_steps`` per level.
+    ``predictor``: any Solver object (API), or by name reverse-diffusion (eq. 46), euler-maruyama, ancestral
+    (the DDPM posterior step; DDIM with eta = 1), none (corrector only: then annealed Langevin dynamics).
+    ``corrector``: a Corrector, or langevin (snr r), annealed-langevin, none; ``corrector_steps`` per level.
     The SGMSE+ sampler is reverse-diffusion + annealed-langevin, one step, snr 0.5 (Richter et al. 2023).
-    Model calls per step: 1 + corrector_steps (the step to sigma = 0 adds no noise and no corrector).
+    Model calls: the predictor's, plus ``corrector_steps`` at every level but sigma = 0.
     """
 
     predictor: str = "reverse-diffusion"
@@ -93,65 +160,43 @@ class PredictorCorrector(Solver):
     stochastic = True
 
     def __post_init__(self):
-        self._predictor = _enum(Predictor, self.predictor, "predictor")
-        self._corrector = _enum(Corrector, self.corrector, "corrector")
+        self._predictor = (
+            self.predictor
+            if isinstance(self.predictor, Solver)
+            else _resolve(PREDICTORS, self.predictor, "predictor")()
+        )
+        self._corrector = (
+            self.corrector
+            if isinstance(self.corrector, Corrector)
+            else _resolve(CORRECTORS, self.corrector, "corrector")(snr=self.snr)
+        )
         if self.corrector_steps < 0:
             raise ValueError(f"corrector_steps must be >= 0, got {self.corrector_steps}")
-        if self._corrector is Corrector.NONE:
+        if self._corrector is None:
             self.corrector_steps = 0
 
     @property
     def calls_per_step(self) -> int:  # type: ignore[override]
-        return (0 if self._predictor is Predictor.NONE else 1) + self.corrector_steps
+        return self._predictor.calls_per_step + self.corrector_steps
 
     def nfe(self, num_steps: int, final_zero: bool = True) -> int:
-        if final_zero:  # the last step: predictor only (or a denoising call when there is no predictor)
-            return self.calls_per_step * (num_steps - 1) + 1
-        return self.calls_per_step * num_steps
+        corrected = num_steps - 1 if final_zero else num_steps  # no corrector at sigma = 0
+        return self._predictor.nfe(num_steps, final_zero) + self.corrector_steps * corrected
 
-    def _predict(self, ctx: StepContext, x, sigma: float, sigma_next: float):
-        p = self._predictor
-        if p is Predictor.NONE:
-            if sigma_next == 0:
-                x0 = ctx.denoise(x / ctx.scale(sigma), sigma)
-                return x0 * ctx.scale(0.0), x0
-            return x * (ctx.scale(sigma_next) / ctx.scale(sigma)), None
-        if p is Predictor.EULER_MARUYAMA:
-            t, t_next = ctx.t(sigma), ctx.t(sigma_next)
-            f, g = float(ctx.process.drift(t)), float(ctx.process.diffusion(t))
-            score, x0 = _score(ctx, x, sigma)
-            h = t_next - t
-            x_next = x + h * (f * x - g**2 * score)
-            if sigma_next > 0:
-                x_next = x_next + g * math.sqrt(-h) * ctx.randn_like(x)
-            return x_next, x0
-        if p is Predictor.ANCESTRAL:
-            s = ctx.scale(sigma)
-            x0 = ctx.denoise(x / s, sigma)
-            eps = (x / s - x0) / sigma
-            sigma_down, sigma_up = ancestral_split(sigma, sigma_next, 1.0)
-            x_hat = x0 + sigma_down * eps
-            if sigma_up > 0:
-                x_hat = x_hat + sigma_up * ctx.randn_like(x)
-            return x_hat * ctx.scale(sigma_next), x0
-        # reverse diffusion
-        s_i, s_next = ctx.scale(sigma), ctx.scale(sigma_next)
-        G2 = s_i**2 * (sigma**2 - sigma_next**2)
-        score, x0 = _score(ctx, x, sigma)
-        x_next = (2 - s_i / s_next) * x + G2 * score
-        if sigma_next > 0:
-            x_next = x_next + math.sqrt(G2) * ctx.randn_like(x)
-        return x_next, x0
+    def init_state(self, ctx: StepContext):
+        return self._predictor.init_state(ctx)
 
     def step(self, ctx: StepContext, x, i, state) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        x, x0 = self._predict(ctx, x, sigma, sigma_next)
+        out = self._predictor.step(ctx, x, i, state)
+        x, x0 = out.x, out.x0_hat
+        sigma_next = ctx.sigma(i + 1)
         if sigma_next > 0:
             for _ in range(self.corrector_steps):
-                x, x0 = langevin_step(ctx, x, sigma_next, self._corrector, self.snr)
-        if x0 is None:
-            x0 = x / ctx.scale(sigma_next)
-        return StepOutput(x, x0, state)
+                x, x0 = self._corrector.correct(ctx, x, sigma_next)
+        return StepOutput(x, x0, out.state)
+
+    def report(self, state) -> dict:
+        return self._predictor.report(state)
 
 
 @SOLVERS.register("annealed-langevin")
@@ -193,6 +238,6 @@ class AnnealedLangevin(Solver):
         a = self.step_size * (sigma_next / sigma_last) ** 2
         x0 = None
         for _ in range(self.steps_per_level):
-            score, x0 = _score(ctx, x, sigma_next)
+            score, x0 = ctx.score(x, sigma_next)
             x = x + (a / 2) * score + math.sqrt(a) * ctx.randn_like(x)
         return StepOutput(x, x0, state)

@@ -17,12 +17,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction as F
-from typing import Any
 
 import numpy as np
 import torch
 
-from .base import SOLVERS, Solver, StepContext, StepOutput
+from .adaptive import AdaptiveStats, PIController
+from .base import SOLVERS, DenoisedStep, Solver, StepContext, StepOutput
 
 __all__ = ["ButcherTableau", "TABLEAUS", "DEISRhoRK", "DormandPrince"]
 
@@ -34,11 +34,21 @@ def _order_conditions(A: np.ndarray, b: np.ndarray, c: np.ndarray) -> list[tuple
     return [
         (1, b.sum(), 1.0),
         (2, b @ c, 1 / 2),
-        (3, b @ c**2, 1 / 3), (3, b @ Ac, 1 / 6),
-        (4, b @ c**3, 1 / 4), (4, b @ (c * Ac), 1 / 8), (4, b @ Ac2, 1 / 12), (4, b @ AAc, 1 / 24),
-        (5, b @ c**4, 1 / 5), (5, b @ (c**2 * Ac), 1 / 10), (5, b @ (c * Ac2), 1 / 15),
-        (5, b @ (c * AAc), 1 / 30), (5, b @ Ac**2, 1 / 20), (5, b @ Ac3, 1 / 20),
-        (5, b @ (A @ (c * Ac)), 1 / 40), (5, b @ AAc2, 1 / 60), (5, b @ (A @ AAc), 1 / 120),
+        (3, b @ c**2, 1 / 3),
+        (3, b @ Ac, 1 / 6),
+        (4, b @ c**3, 1 / 4),
+        (4, b @ (c * Ac), 1 / 8),
+        (4, b @ Ac2, 1 / 12),
+        (4, b @ AAc, 1 / 24),
+        (5, b @ c**4, 1 / 5),
+        (5, b @ (c**2 * Ac), 1 / 10),
+        (5, b @ (c * Ac2), 1 / 15),
+        (5, b @ (c * AAc), 1 / 30),
+        (5, b @ Ac**2, 1 / 20),
+        (5, b @ Ac3, 1 / 20),
+        (5, b @ (A @ (c * Ac)), 1 / 40),
+        (5, b @ AAc2, 1 / 60),
+        (5, b @ (A @ AAc), 1 / 120),
     ]
 
 
@@ -72,7 +82,8 @@ class ButcherTableau:
             for k, value, required in _order_conditions(A, w, c):
                 if k <= order and abs(value - required) > 1e-13:
                     raise ValueError(
-                        f"tableau {self.name}: weights {label} fail an order-{k} condition ({value} != {required})")
+                        f"tableau {self.name}: weights {label} fail an order-{k} condition ({value} != {required})"
+                    )
             # a weight vector of order p must *fail* some order p+1 condition, or the stated order is too low
         if self.fsal and not np.allclose(A[-1], np.array([float(v) for v in self.b])):
             raise ValueError(f"tableau {self.name}: FSAL requires the last row of a to equal b")
@@ -93,9 +104,16 @@ class ButcherTableau:
 
 TABLEAUS = {
     "heun": ButcherTableau("heun", ((), (1,)), (F(1, 2), F(1, 2)), (0, 1), order=2),
-    "kutta3": ButcherTableau("kutta3", ((), (F(1, 2),), (-1, 2)), (F(1, 6), F(2, 3), F(1, 6)), (0, F(1, 2), 1), order=3),
-    "rk4": ButcherTableau("rk4", ((), (F(1, 2),), (0, F(1, 2)), (0, 0, 1)), (F(1, 6), F(1, 3), F(1, 3), F(1, 6)),
-                          (0, F(1, 2), F(1, 2), 1), order=4),
+    "kutta3": ButcherTableau(
+        "kutta3", ((), (F(1, 2),), (-1, 2)), (F(1, 6), F(2, 3), F(1, 6)), (0, F(1, 2), 1), order=3
+    ),
+    "rk4": ButcherTableau(
+        "rk4",
+        ((), (F(1, 2),), (0, F(1, 2)), (0, 0, 1)),
+        (F(1, 6), F(1, 3), F(1, 3), F(1, 6)),
+        (0, F(1, 2), F(1, 2), 1),
+        order=4,
+    ),
     # Dormand & Prince 1980, Table 5.2 (RK5(4)7M)
     "dopri5": ButcherTableau(
         "dopri5",
@@ -120,7 +138,7 @@ TABLEAUS = {
 
 @SOLVERS.register("deis-rhork")
 @dataclass
-class DEISRhoRK(Solver):
+class DEISRhoRK(DenoisedStep):
     """rhoRK-DEIS (Zhang & Chen 2023, Sec. 4): an explicit RK method on dx_hat/drho = eps(x_hat, rho),
     rho = sigma. ``tableau`` is heun (order 2), kutta3 (3) or rk4 (4); stages = model calls per step.
     The step to sigma = 0 is an Euler step (eps is undefined at 0): it returns D."""
@@ -145,16 +163,11 @@ class DEISRhoRK(Solver):
         s = self._tab.stages
         return s * num_steps - ((s - 1) if final_zero else 0)
 
-    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        x_hat = x / ctx.scale(sigma)
-        if sigma_next == 0:
-            x0 = ctx.denoise(x_hat, sigma)
-            return ctx.finish(x0, state)
+    def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state):
         tab, A = self._tab, self._tab.A
         h = sigma_next - sigma
-        ks, x0 = [], None
-        for j in range(tab.stages):
+        ks = [(x_hat - x0) / sigma]  # stage 1 is the opening evaluation at rho = sigma
+        for j in range(1, tab.stages):
             xj = x_hat
             for m in range(j):
                 if A[j, m] != 0:
@@ -166,21 +179,7 @@ class DEISRhoRK(Solver):
         for bj, kj in zip(tab.b, ks):
             if bj != 0:
                 x_next = x_next + (h * float(bj)) * kj
-        return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
-
-
-@dataclass
-class AdaptiveStats:
-    accepted: torch.Tensor
-    rejected: torch.Tensor
-
-    def report(self) -> dict:
-        return {
-            "accepted_steps_mean": float(self.accepted.double().mean()),
-            "rejected_steps_mean": float(self.rejected.double().mean()),
-            "accepted_steps_max": int(self.accepted.max()),
-            "rejected_steps_max": int(self.rejected.max()),
-        }
+        return x_next, x0
 
 
 @SOLVERS.register("dopri5")
@@ -191,8 +190,8 @@ class DormandPrince(Solver):
     Each grid interval with a positive end is integrated adaptively; a step to sigma = 0 returns D.
     Local error: the embedded 4th-order difference, measured per sample in the scaled RMS norm
     sqrt(mean(((y5 - y4) / (atol + rtol max(|y|, |y5|)))^2)) (Hairer, Norsett & Wanner I, II.4).
-    Step sizes: a PI controller h <- h * safety * err^{-0.7/5} * err_prev^{0.4/5}, factor clipped to
-    [0.2, 5] (Gustafsson 1991). Every sample has its own steps, so a sample does not depend on its
+    Step sizes: the PI controller (``adaptive.PIController``) h <- h * safety * err^{-0.7/5} * err_prev^{0.4/5},
+    factor clipped to [0.2, 5] (Gustafsson 1991). Every sample has its own steps, so a sample does not depend on its
     batch. FSAL: 6 model calls per attempted step after the first. NFE counted by the loop;
     accepted / rejected step counts are reported in the result's ``info``. Order 5.
     """
@@ -226,8 +225,7 @@ class DormandPrince(Solver):
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
         x_hat = x / ctx.scale(sigma)
         if state is None:
-            B = x.shape[0]
-            state = AdaptiveStats(torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.long))
+            state = AdaptiveStats.zeros(x.shape[0])
         if sigma_next == 0:
             x0 = ctx.denoise(x_hat, sigma)
             return ctx.finish(x0, state)
@@ -236,7 +234,6 @@ class DormandPrince(Solver):
 
     def _integrate(self, ctx, x, u0: float, u1: float, stats: AdaptiveStats):
         tab, A = TABLEAUS["dopri5"], TABLEAUS["dopri5"].A
-        b = [float(v) for v in tab.b]
         e = [float(v) - float(w) for v, w in zip(tab.b, tab.b_err)]
         c = [float(v) for v in tab.c]
         B = x.shape[0]
@@ -245,6 +242,7 @@ class DormandPrince(Solver):
         u = torch.full((B,), u0, dtype=torch.float64)
         h = torch.full((B,), -abs(self.h_init), dtype=torch.float64)
         err_prev = torch.ones(B, dtype=torch.float64)
+        controller = PIController.for_order(5, self.safety)
 
         def f(xs, us):
             sig = torch.exp(us).to(dtype)
@@ -271,21 +269,14 @@ class DormandPrince(Solver):
             scale = self.atol + self.rtol * torch.maximum(x.abs(), y5.abs())
             err_norm = (err / scale).pow(2).reshape(B, -1).mean(1).sqrt().to(torch.float64)
             accept = active & (err_norm <= 1.0)
-            # PI control (Gustafsson 1991) on accepted steps, pure I on rejected ones
-            safe = err_norm.clamp_min(1e-10)
-            factor = torch.where(
-                accept,
-                self.safety * safe ** (-0.7 / 5) * err_prev ** (0.4 / 5),
-                self.safety * safe ** (-1 / 5),
-            ).clamp(0.2, 5.0)
+            factor, safe = controller.factor(err_norm, err_prev, accept)
             acc = accept.reshape(view)
             x = torch.where(acc, y5, x)
             k1 = torch.where(acc, ks[-1], k1)
             x0 = torch.where(acc, x0j, x0)
             u = torch.where(accept, u + h, u)
             err_prev = torch.where(accept, safe, err_prev)
-            stats.accepted += accept.long()
-            stats.rejected += (active & ~accept).long()
+            stats.count(accept, active)
             h = torch.where(active, h * factor, h)
         raise RuntimeError(f"dopri5 did not reach sigma={math.exp(u1):g} in {self.max_attempts} attempts")
 

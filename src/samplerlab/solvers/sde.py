@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import SOLVERS, Solver, StepContext, StepOutput
+from .base import SOLVERS, DenoisedStep, Solver, StepContext, StepOutput
 
 
 @SOLVERS.register("euler-maruyama")
@@ -29,10 +29,8 @@ class EulerMaruyama(Solver):
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
         p = ctx.process
         t, t_next = ctx.t(sigma), ctx.t(sigma_next)
-        s = ctx.scale(sigma)
         f, g = float(p.drift(t)), float(p.diffusion(t))
-        x0 = ctx.denoise(x / s, sigma)
-        score = (s * x0 - x) / (s * sigma) ** 2
+        score, x0 = ctx.score(x, sigma)
         h = t_next - t
         x_next = x + h * (f * x - g**2 * score)
         if sigma_next > 0:
@@ -56,7 +54,7 @@ def ancestral_split(sigma: float, sigma_next: float, eta: float) -> tuple[float,
 
 @SOLVERS.register("ddim")
 @dataclass
-class DDIM(Solver):
+class DDIM(DenoisedStep):
     """DDIM (Song et al. 2021a, eq. 12 with sigma_t(eta) of eq. 16) on x_hat = x / s.
 
     x_hat' = D + sqrt(sigma'^2 - c^2) eps_hat + c z, eps_hat = (x_hat - D) / sigma,
@@ -75,16 +73,13 @@ class DDIM(Solver):
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.eta > 0
 
-    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        x_hat = x / ctx.scale(sigma)
-        x0 = ctx.denoise(x_hat, sigma)
-        eps = (x_hat - x0) / sigma
+    def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state):
         sigma_down, c = ancestral_split(sigma, sigma_next, self.eta)
+        eps = (x_hat - x0) / sigma
         x_next = x0 + sigma_down * eps
         if c > 0:
             x_next = x_next + c * ctx.randn_like(x_hat)
-        return StepOutput(x_next * ctx.scale(sigma_next), x0)
+        return x_next, x0
 
 
 @SOLVERS.register("euler-ancestral")

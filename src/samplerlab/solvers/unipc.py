@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import SOLVERS, Solver, StepContext, StepOutput
-from .exponential import History, lam, phi
+from .base import SOLVERS, History, Solver, StepContext, StepOutput, effective_order
+from .exponential import lam, phi
 
 __all__ = ["UniPC", "BVariant"]
 
@@ -108,10 +108,8 @@ class UniPC(Solver):
         if sigma_next == 0:
             return ctx.finish(m, state)
         state.history.push(lam(sigma), m, keep=self.order)
-        p = min(self.order, len(state.history.values))
-        if self.lower_order_final and ctx.num_steps < 15:
-            p = max(1, min(p, ctx.num_steps - i))
-        hist = History(state.history.lams[-p:], state.history.values[-p:])
+        p = effective_order(self.order, i, ctx.num_steps, len(state.history.values), self.lower_order_final)
+        hist = state.history.newest(p)
         x_pred = self._update(x_hat, sigma, sigma_next, hist)
         last = i == ctx.num_steps - 1
         if last:

@@ -33,7 +33,9 @@ VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
 _ADJ = "red green small large quiet bright old young cold warm soft heavy light dark clean".split()
 _NOUN = "boat house river garden window doctor teacher letter market engine bridge table morning city song".split()
 _VERB = "found painted carried opened watched followed moved cleaned passed answered needed covered".split()
-_PLACE = "near the station|across the field|before noon|after the rain|in the kitchen|along the road|at the end".split("|")
+_PLACE = "near the station|across the field|before noon|after the rain|in the kitchen|along the road|at the end".split(
+    "|"
+)
 
 
 def sentence(g: np.random.Generator) -> str:
@@ -76,8 +78,11 @@ def synthesise(text: str, voice: str, speed: int, pitch: int, sample_rate: int =
     """espeak-ng speech for ``text`` at ``sample_rate`` (float32, peak-free of leading / trailing silence trim)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "s.wav"
-        subprocess.run([_espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(out), text],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [_espeak(), "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(out), text],
+            check=True,
+            capture_output=True,
+        )
         return load_wav(out, sample_rate)
 
 
@@ -117,8 +122,11 @@ def make_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), progress
     if manifest and manifest.get("config") != json.loads(json.dumps(asdict(config))):
         raise ValueError(f"{out} holds a corpus made with other settings; use a new folder")
     manifest = {"config": asdict(config), "files": manifest.get("files", {})}
-    jobs = [(split, i) for split, n in (("train", config.train), ("valid", config.valid), ("test", config.test))
-            for i in range(n)]
+    jobs = [
+        (split, i)
+        for split, n in (("train", config.train), ("valid", config.valid), ("test", config.test))
+        for i in range(n)
+    ]
     if progress:
         from tqdm.auto import tqdm
 
@@ -146,8 +154,13 @@ def make_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), progress
         scale = 0.9 / np.abs(noisy).max()
         save_wav(clean_path, torch.from_numpy(clean * scale), config.sample_rate)
         save_wav(noisy_path, torch.from_numpy(noisy * scale), config.sample_rate)
-        manifest["files"][name] = {**meta, "split": split, "noise": kind, "snr_db": round(snr, 3),
-                                   "seconds": round(len(clean) / config.sample_rate, 3)}
+        manifest["files"][name] = {
+            **meta,
+            "split": split,
+            "noise": kind,
+            "snr_db": round(snr, 3),
+            "seconds": round(len(clean) / config.sample_rate, 3),
+        }
         if len(manifest["files"]) % 25 == 0:
             atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
     atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")

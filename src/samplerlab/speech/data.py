@@ -42,8 +42,11 @@ def _match(clean_dir: Path | None, noisy_dir: Path) -> list[SpeechPair]:
     clean = {p.name: p for p in clean_dir.glob("*.wav")}
     only_noisy, only_clean = sorted(set(noisy) - set(clean)), sorted(set(clean) - set(noisy))
     if only_noisy or only_clean:
-        first = (f"{noisy_dir / only_noisy[0]} has no clean partner in {clean_dir}" if only_noisy
-                 else f"{clean_dir / only_clean[0]} has no noisy partner in {noisy_dir}")
+        first = (
+            f"{noisy_dir / only_noisy[0]} has no clean partner in {clean_dir}"
+            if only_noisy
+            else f"{clean_dir / only_clean[0]} has no noisy partner in {noisy_dir}"
+        )
         raise DataError(f"unpaired files: {first} ({len(only_noisy) + len(only_clean)} unpaired in all)")
     return [SpeechPair(Path(n).stem, clean[n], noisy[n]) for n in sorted(noisy)]
 
@@ -87,5 +90,7 @@ def load_pair(pair: SpeechPair, sample_rate: int = 16000) -> tuple[Tensor | None
     except ValueError as err:
         raise DataError(str(err)) from None
     if clean is not None and clean.shape != noisy.shape:
-        raise DataError(f"{pair.clean} and {pair.noisy} differ in length ({clean.shape[-1]} vs {noisy.shape[-1]} samples)")
+        raise DataError(
+            f"{pair.clean} and {pair.noisy} differ in length ({clean.shape[-1]} vs {noisy.shape[-1]} samples)"
+        )
     return clean, noisy

@@ -20,15 +20,23 @@ from torch import Tensor
 
 from ..grids import uniform_time, validate_grid
 from ..noise import SampleNoise
-from ..sampling import prior_sample, sample
 from ..processes import OUVE, Process
+from ..sampling import prior_sample, sample
 from ..solvers import Solver, solver_from_spec
 from ..training import load_checkpoint
 from .frontend import SpecConfig, pad_to_multiple, spec_to_wav, wav_to_spec
 from .gaussian import channels_to_complex, complex_to_channels
 
-__all__ = ["SGMSE_SOLVER", "EnhanceResult", "EnhancementModel", "load_enhancement_model", "enhance",
-           "enhancement_solver", "FolderResult", "enhance_files"]
+__all__ = [
+    "SGMSE_SOLVER",
+    "EnhanceResult",
+    "EnhancementModel",
+    "load_enhancement_model",
+    "enhance",
+    "enhancement_solver",
+    "FolderResult",
+    "enhance_files",
+]
 
 SGMSE_SOLVER = "pc:predictor=reverse-diffusion:corrector=annealed-langevin:snr=0.5"
 
@@ -56,8 +64,9 @@ class EnhancementModel:
     label: str
 
 
-def load_enhancement_model(model: str = "gaussian", *, corpus=None, prior_file=None,
-                           prior_mode: str = "utterance") -> EnhancementModel:
+def load_enhancement_model(
+    model: str = "gaussian", *, corpus=None, prior_file=None, prior_mode: str = "utterance"
+) -> EnhancementModel:
     """``model``: "gaussian" (the Gaussian-prior model, ``speech.gaussian``; the stationary / adaptive
     priors are fitted on ``corpus``'s train split or read from ``prior_file``) or a checkpoint folder
     written by ``samplerlab speech train``."""
@@ -71,10 +80,11 @@ def load_enhancement_model(model: str = "gaussian", *, corpus=None, prior_file=N
         elif corpus:
             prior = corpus_prior(corpus, prior_mode)
         else:
-            raise ValueError(f"the {prior_mode} Gaussian prior needs a corpus (its train split; --corpus DIR) or a "
-                             "prior file (--prior FILE); the default utterance prior needs neither")
+            raise ValueError(
+                f"the {prior_mode} Gaussian prior needs a corpus (its train split; --corpus DIR) or a "
+                "prior file (--prior FILE); the default utterance prior needs neither"
+            )
         return EnhancementModel(prior, 1, torch.float64, f"the {prior_mode} Gaussian prior")
-
 
     net, meta = load_checkpoint(model)
     if meta["config"].get("net") != "speech-unet":
@@ -82,9 +92,21 @@ def load_enhancement_model(model: str = "gaussian", *, corpus=None, prior_file=N
     return EnhancementModel(net, net.net.down_factor, torch.float32, f"the network in {model}")
 
 
-def enhance(noisy: Tensor, model, solver: Solver | str = SGMSE_SOLVER, *, steps: int = 30, grid: Tensor | None = None,
-            process: Process | None = None, seed: int = 0, spec: SpecConfig = SpecConfig(), pad_multiple: int = 1,
-            dtype: torch.dtype = torch.float64, final_denoise: bool = True, progress: bool = False) -> EnhanceResult:
+def enhance(
+    noisy: Tensor,
+    model,
+    solver: Solver | str = SGMSE_SOLVER,
+    *,
+    steps: int = 30,
+    grid: Tensor | None = None,
+    process: Process | None = None,
+    seed: int = 0,
+    spec: SpecConfig = SpecConfig(),
+    pad_multiple: int = 1,
+    dtype: torch.dtype = torch.float64,
+    final_denoise: bool = True,
+    progress: bool = False,
+) -> EnhanceResult:
     """Enhance one mono 16 kHz signal; ``model`` is a denoiser D(u_hat, sigma, y=...) of the OUVE residual.
     ``pad_multiple``: frames a network needs its input to be a multiple of; ``dtype`` of the sampling;
     ``final_denoise``: end the default grid with the step to sigma = 0 (module docstring); a given
@@ -132,8 +154,17 @@ class FolderResult:
         return self.seconds / self.audio_seconds
 
 
-def enhance_files(source, out, model: EnhancementModel, solver: Solver, *, steps: int = 30, seed: int = 0,
-                  final_denoise: bool = True, progress: bool = False) -> FolderResult:
+def enhance_files(
+    source,
+    out,
+    model: EnhancementModel,
+    solver: Solver,
+    *,
+    steps: int = 30,
+    seed: int = 0,
+    final_denoise: bool = True,
+    progress: bool = False,
+) -> FolderResult:
     """Enhance a .wav file or every .wav in a folder into the folder ``out`` (same file names)."""
     from pathlib import Path
 
@@ -152,8 +183,16 @@ def enhance_files(source, out, model: EnhancementModel, solver: Solver, *, steps
     total_audio = total_time = 0.0
     for f in it:
         _, noisy = load_pair(SpeechPair(f.stem, None, f))
-        r = enhance(noisy, model.denoiser, solver, steps=steps, seed=seed, pad_multiple=model.pad_multiple,
-                    dtype=model.dtype, final_denoise=final_denoise)
+        r = enhance(
+            noisy,
+            model.denoiser,
+            solver,
+            steps=steps,
+            seed=seed,
+            pad_multiple=model.pad_multiple,
+            dtype=model.dtype,
+            final_denoise=final_denoise,
+        )
         save_wav(Path(out) / f.name, r.wav)
         total_audio += r.audio_seconds
         total_time += r.seconds

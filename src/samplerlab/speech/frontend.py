@@ -19,8 +19,17 @@ from torch import Tensor
 
 from ..io import atomic_path
 
-__all__ = ["SpecConfig", "wav_to_spec", "spec_to_wav", "compress", "decompress", "normalise_pair", "pad_to_multiple",
-           "load_wav", "save_wav"]
+__all__ = [
+    "SpecConfig",
+    "wav_to_spec",
+    "spec_to_wav",
+    "compress",
+    "decompress",
+    "normalise_pair",
+    "pad_to_multiple",
+    "load_wav",
+    "save_wav",
+]
 
 
 @dataclass(frozen=True)
@@ -47,8 +56,9 @@ def decompress(c: Tensor, alpha: float = 0.5, beta: float = 0.15) -> Tensor:
 
 def wav_to_spec(wav: Tensor, config: SpecConfig = SpecConfig()) -> Tensor:
     """(..., samples) real -> (..., n_fft // 2 + 1, frames) compressed complex spectrogram."""
-    spec = torch.stft(wav, config.n_fft, config.hop, window=config.window(wav.device, wav.dtype), center=True,
-                      return_complex=True)
+    spec = torch.stft(
+        wav, config.n_fft, config.hop, window=config.window(wav.device, wav.dtype), center=True, return_complex=True
+    )
     return compress(spec, config.alpha, config.beta)
 
 
@@ -56,8 +66,9 @@ def spec_to_wav(spec: Tensor, length: int, config: SpecConfig = SpecConfig()) ->
     """Inverse of ``wav_to_spec`` (decompression, then the inverse STFT) to ``length`` samples."""
     raw = decompress(spec, config.alpha, config.beta)
     real_dtype = torch.float64 if raw.dtype == torch.complex128 else torch.float32
-    return torch.istft(raw, config.n_fft, config.hop, window=config.window(raw.device, real_dtype), center=True,
-                       length=length)
+    return torch.istft(
+        raw, config.n_fft, config.hop, window=config.window(raw.device, real_dtype), center=True, length=length
+    )
 
 
 def normalise_pair(clean: Tensor, noisy: Tensor) -> tuple[Tensor, Tensor, float]:

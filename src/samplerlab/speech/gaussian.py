@@ -48,7 +48,15 @@ from torch import Tensor
 from ..io import atomic_path
 from .frontend import SpecConfig, normalise_pair, wav_to_spec
 
-__all__ = ["PRIORS", "GaussianSpeechPrior", "fit_gaussian_prior", "corpus_prior", "PRIOR_FILE", "complex_to_channels", "channels_to_complex"]
+__all__ = [
+    "PRIORS",
+    "GaussianSpeechPrior",
+    "fit_gaussian_prior",
+    "corpus_prior",
+    "PRIOR_FILE",
+    "complex_to_channels",
+    "channels_to_complex",
+]
 
 
 def complex_to_channels(c: Tensor) -> Tensor:
@@ -91,8 +99,10 @@ class GaussianSpeechPrior:
             raise ValueError("give both clean_var and noise_var, or neither")
         if self.clean_var is None:
             if self.mode != "utterance":
-                raise ValueError(f"the {self.mode} Gaussian prior needs variances fitted on a training split "
-                                 "(fit_gaussian_prior / samplerlab speech fit-gaussian); only 'utterance' needs none")
+                raise ValueError(
+                    f"the {self.mode} Gaussian prior needs variances fitted on a training split "
+                    "(fit_gaussian_prior / samplerlab speech fit-gaussian); only 'utterance' needs none"
+                )
             return
         self.clean_var = torch.as_tensor(self.clean_var, dtype=torch.float64)
         self.noise_var = torch.as_tensor(self.noise_var, dtype=torch.float64)
@@ -136,6 +146,7 @@ class GaussianSpeechPrior:
     def gain_for(self, y: Tensor) -> Tensor:
         vx, vn = self.variances(y)
         return vx / (vx + vn)
+
     @property
     def gain(self) -> Tensor:
         """The Wiener gain W(f) = v_x / (v_x + v_n)."""
@@ -175,8 +186,14 @@ class GaussianSpeechPrior:
         path = Path(path)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, clean_var=self.clean_var.numpy(), noise_var=self.noise_var.numpy(),
-                         spec=json.dumps(self.spec.__dict__), frames=self.frames, files=self.files)
+                np.savez(
+                    f,
+                    clean_var=self.clean_var.numpy(),
+                    noise_var=self.noise_var.numpy(),
+                    spec=json.dumps(self.spec.__dict__),
+                    frames=self.frames,
+                    files=self.files,
+                )
         return path
 
     @classmethod
@@ -185,8 +202,13 @@ class GaussianSpeechPrior:
         if not path.is_file():
             raise ValueError(f"{path}: no such Gaussian prior file (samplerlab speech fit-gaussian writes one)")
         z = np.load(path, allow_pickle=False)
-        return cls(torch.from_numpy(z["clean_var"]), torch.from_numpy(z["noise_var"]),
-                   SpecConfig(**json.loads(str(z["spec"]))), int(z["frames"]), int(z["files"]))
+        return cls(
+            torch.from_numpy(z["clean_var"]),
+            torch.from_numpy(z["noise_var"]),
+            SpecConfig(**json.loads(str(z["spec"]))),
+            int(z["frames"]),
+            int(z["files"]),
+        )
 
 
 def fit_gaussian_prior(pairs, spec: SpecConfig = SpecConfig(), progress: bool = False) -> GaussianSpeechPrior:

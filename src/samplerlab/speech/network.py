@@ -43,16 +43,36 @@ def build_speech_unet(shape: tuple, num_classes: int, config) -> SpeechScoreNet:
     return SpeechScoreNet(shape[1], config.unet_config())
 
 
-def speech_train_config(source: "SpeechCropSource", *, steps: int = 8000, batch_size: int = 8, lr: float = 5e-4,
-                        seed: int = 0, checkpoint_every: int = 500, **unet):
+def speech_train_config(
+    source: "SpeechCropSource",
+    *,
+    steps: int = 8000,
+    batch_size: int = 8,
+    lr: float = 5e-4,
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    **unet,
+):
     """``samplerlab speech train``'s recipe: SGMSE+'s noise levels (t ~ U(t_eps, 1) of OUVE), EMA 0.999, no
     dropout, sigma_data = the std of the training residuals; ``unet``: the U-Net's TrainConfig fields."""
     from ..training import TrainConfig
 
-    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=400,  # fixed: runs can be extended
-                       ema_decay=0.999, sigma_data=round(source.residual_std(), 4), label_dropout=0.0,
-                       sigma_distribution="ouve", net="speech-unet", dropout=0.0, seed=seed,
-                       checkpoint_every=checkpoint_every, log_every=min(100, steps), **unet)
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=400,  # fixed: runs can be extended
+        ema_decay=0.999,
+        sigma_data=round(source.residual_std(), 4),
+        label_dropout=0.0,
+        sigma_distribution="ouve",
+        net="speech-unet",
+        dropout=0.0,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        log_every=min(100, steps),
+        **unet,
+    )
 
 
 class SpeechCropSource:

@@ -13,8 +13,9 @@ from .data import SpeechPair, load_pair
 __all__ = ["score_folders", "format_scores", "scores_to_json"]
 
 
-def score_folders(clean_dir, folders: dict[str, str | None], which: list[str], *, dnsmos=None,
-                  progress: bool = False) -> dict[str, dict[str, tuple[float, float, int]]]:
+def score_folders(
+    clean_dir, folders: dict[str, str | None], which: list[str], *, dnsmos=None, progress: bool = False
+) -> dict[str, dict[str, tuple[float, float, int]]]:
     """{label: {metric: (mean, std, files)}} for each labelled folder of .wav files (matched to
     ``clean_dir`` by file name); folders given as None are skipped."""
     clean_dir = Path(clean_dir)
@@ -43,8 +44,11 @@ def format_scores(rows: dict, which: list[str]) -> str:
     header = [m if metric_spec(m).higher_is_better else f"{m} (lower is better)" for m in which]
     lines = ["| signal | " + " | ".join(header) + " |", "| --- |" + " --- |" * len(which)]
     for label, r in rows.items():
-        lines.append(f"| {label} ({next(iter(r.values()))[2]} files) | "
-                     + " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in which) + " |")
+        lines.append(
+            f"| {label} ({next(iter(r.values()))[2]} files) | "
+            + " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in which)
+            + " |"
+        )
     return "\n".join(lines)
 
 

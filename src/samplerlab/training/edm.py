@@ -39,7 +39,6 @@ from .loss import SIGMA_DISTRIBUTIONS, EDMLoss
 __all__ = ["TrainConfig", "EDMLoss", "TensorSource", "train", "load_checkpoint", "build_net"]
 
 
-
 @dataclass
 class TrainConfig:
     steps: int = 2000
@@ -77,23 +76,35 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"steps, batch_size and lr must be positive, got {self.steps}, {self.batch_size}, {self.lr}")
+            raise ValueError(
+                f"steps, batch_size and lr must be positive, got {self.steps}, {self.batch_size}, {self.lr}"
+            )
         if not 0 <= self.ema_decay < 1 or not 0 <= self.label_dropout < 1:
-            raise ValueError(f"ema_decay and label_dropout must be in [0, 1), got {self.ema_decay}, {self.label_dropout}")
+            raise ValueError(
+                f"ema_decay and label_dropout must be in [0, 1), got {self.ema_decay}, {self.label_dropout}"
+            )
         if self.net != "auto":  # auto: the U-Net for images (C, H, W), the MLP otherwise
             NETS.get(self.net)
         SIGMA_DISTRIBUTIONS.get(self.sigma_distribution)
 
     def unet_config(self) -> UNetConfig:
-        return UNetConfig(channels=self.channels, channel_mult=self.channel_mult, num_blocks=self.num_blocks,
-                          attention_resolutions=self.attention_resolutions, dropout=self.dropout)
+        return UNetConfig(
+            channels=self.channels,
+            channel_mult=self.channel_mult,
+            num_blocks=self.num_blocks,
+            attention_resolutions=self.attention_resolutions,
+            dropout=self.dropout,
+        )
 
     @classmethod
     def for_data(cls, images: bool, **settings) -> "TrainConfig":
         """samplerlab train's defaults: images (U-Net, ~10 min on digits on 2 cores) or 2-D toys (MLP);
         ``settings`` that are None keep the default."""
-        defaults = dict(steps=4000, batch_size=128, lr=2e-3, ema_decay=0.999, warmup=200) if images else \
-            dict(steps=3000, batch_size=256, lr=2e-3)
+        defaults = (
+            dict(steps=4000, batch_size=128, lr=2e-3, ema_decay=0.999, warmup=200)
+            if images
+            else dict(steps=3000, batch_size=256, lr=2e-3)
+        )
         return cls(**{**defaults, **{k: v for k, v in settings.items() if v is not None}})
 
     @classmethod
@@ -188,7 +199,11 @@ class _JsonlLog:
     def __init__(self, path: Path, step: int):
         self.path = path
         if path.exists():
-            keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+            keep = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step
+            ]
             atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
@@ -235,8 +250,14 @@ def train(
     noise_rng = torch.Generator().manual_seed(config.seed + 2)
     torch.manual_seed(config.seed + 3 + 1000 * rank)  # dropout masks: their own stream per rank
     step, losses = 0, []
-    meta = {"config": dataclasses.asdict(config), "shape": list(shape), "dim": math.prod(shape),
-            "num_classes": num_classes, "data": data_info or {}, "losses": losses}
+    meta = {
+        "config": dataclasses.asdict(config),
+        "shape": list(shape),
+        "dim": math.prod(shape),
+        "num_classes": num_classes,
+        "data": data_info or {},
+        "losses": losses,
+    }
     ckpt = out_dir / "checkpoint.safetensors"
     if ckpt.exists():
         prev = json.loads((out_dir / "checkpoint.json").read_text())
@@ -246,8 +267,10 @@ def train(
         prev_cfg = {k: v for k, v in prev["config"].items() if k not in free}
         if prev_cfg != mine_cfg or _example_shape(prev) != shape:
             diff = sorted(k for k in set(prev_cfg) | set(mine_cfg) if prev_cfg.get(k) != mine_cfg.get(k))
-            raise ValueError(f"{out_dir} holds a checkpoint of another configuration (differs in {diff or ['shape']}); "
-                             "use a new folder")
+            raise ValueError(
+                f"{out_dir} holds a checkpoint of another configuration (differs in {diff or ['shape']}); "
+                "use a new folder"
+            )
         tensors = load_file(str(ckpt))
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -292,8 +315,9 @@ def train(
         for group in opt.param_groups:
             group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = loss_fn.weighted(denoiser, x0[mine].to(device), sigma[mine].to(device),
-                                    noise[mine].to(device), **cond)
+            loss = loss_fn.weighted(
+                denoiser, x0[mine].to(device), sigma[mine].to(device), noise[mine].to(device), **cond
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
@@ -309,9 +333,13 @@ def train(
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update(1)
         if step % config.log_every == 0 and rank == 0:
-            tail = losses[-config.log_every:]
-            record = {"step": step, "loss": sum(tail) / len(tail), "lr": opt.param_groups[0]["lr"],
-                      "seconds": round(time.perf_counter() - start, 3)}
+            tail = losses[-config.log_every :]
+            record = {
+                "step": step,
+                "loss": sum(tail) / len(tail),
+                "lr": opt.param_groups[0]["lr"],
+                "seconds": round(time.perf_counter() - start, 3),
+            }
             jsonl.write(record)
             if log:
                 log(record)

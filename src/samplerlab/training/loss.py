@@ -59,8 +59,9 @@ class EDMLoss:
 
     def __init__(self, p_mean: float, p_std: float, sigma_data: float, distribution="lognormal"):
         self.sigma_data = sigma_data
-        self.distribution = sigma_distribution(distribution, p_mean, p_std) if isinstance(distribution, str) \
-            else distribution
+        self.distribution = (
+            sigma_distribution(distribution, p_mean, p_std) if isinstance(distribution, str) else distribution
+        )
 
     def draw(self, shape: tuple[int, ...], g: torch.Generator, dtype=torch.float32) -> tuple[Tensor, Tensor]:
         """(sigma, noise) for a batch of ``shape``, from the CPU generator ``g``."""
