@@ -90,5 +90,16 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
+def add_training_run_args(p: argparse.ArgumentParser, func, *, out: str | None, out_help: str) -> None:
+    """What every training command takes after its model options: checkpoint interval, device, seed,
+    output folder, progress; training owns the machine, so it defaults to all usable cores."""
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    add_device_arg(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=out, help=out_help)
+    add_no_progress(p)
+    p.set_defaults(func=func, foreground=True)
+
+
 def add_no_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -6,18 +6,18 @@ import time
 
 from .common import add_no_progress
 
+GRID_HELP = (
+    "karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / diffusers-linspace / "
+    "diffusers-trailing for diffusers' own timesteps"
+)
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="sample a model to a PNG grid")
     p.add_argument("--diffusers", help="local diffusers UNet2DModel or pipeline folder (needs samplerlab[diffusers])")
     p.add_argument("--solver", default="dpm-solver++", help="solver spec (default: dpm-solver++)")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument(
-        "--grid",
-        default="karras",
-        help="karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / "
-        "diffusers-linspace / diffusers-trailing for diffusers' own timesteps",
-    )
+    p.add_argument("--grid", default="karras", help=GRID_HELP)
     p.add_argument("--checkpoint", help="checkpoint folder written by samplerlab train")
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     p.add_argument("--class-label", type=int, help="one class for every sample (default: seed %% classes)")

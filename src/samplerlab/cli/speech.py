@@ -36,15 +36,9 @@ def add_parser(sub) -> None:
 def make_corpus(args) -> int:
     from ..speech.corpus import CorpusConfig, make_corpus
 
-    config = CorpusConfig(
-        train=args.train,
-        valid=args.valid,
-        test=args.test,
-        seed=args.seed,
-        snr_min=args.snr_min,
-        snr_max=args.snr_max,
-        noise_types=tuple(csv_list(args.noise)) if args.noise else CorpusConfig().noise_types,
-    )
+    sizes = {k: getattr(args, k) for k in ("train", "valid", "test", "seed", "snr_min", "snr_max")}
+    noise = tuple(csv_list(args.noise)) if args.noise else CorpusConfig().noise_types
+    config = CorpusConfig(**sizes, noise_types=noise)
     start = time.perf_counter()
     out = make_corpus(args.out, config, progress=not args.no_progress)
     print(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_device_arg, add_no_progress, add_unet_args, unet_settings
+from .common import add_training_run_args, add_unet_args, unet_settings
 
 
 def add_parser(sub) -> None:
@@ -15,12 +15,7 @@ def add_parser(sub) -> None:
     st.add_argument("--lr", type=float, default=5e-4)
     st.add_argument("--crop", type=int, default=64, help="frames per training crop (default: 64, about 0.5 s)")
     add_unet_args(st, channels=16, mult=[1, 2, 2, 2], attention=[32])  # sized for CPUs
-    st.add_argument("--checkpoint-every", type=int, default=500)
-    add_device_arg(st)
-    st.add_argument("--seed", type=int, default=0)
-    st.add_argument("--out", default="runs/speech-net")
-    add_no_progress(st)
-    st.set_defaults(func=run, foreground=True)
+    add_training_run_args(st, run, out="runs/speech-net", out_help="checkpoint folder (default: runs/speech-net)")
 
 
 def run(args) -> int:

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_device_arg, add_no_progress, add_unet_args, unet_settings
+from .common import add_training_run_args, add_unet_args, unet_settings
+
+DESCRIPTION = (
+    "Defaults on digits (U-Net 32 channels, 4000 steps of 128) take about 10 minutes on 2 cores. "
+    "Launch with torchrun for DistributedDataParallel."
+)
+DATA_HELP = (
+    "digits (bundled), cifar10, fashion-mnist, image-folder (with --data-dir), or a 2-D toy: "
+    "ring, moons, swissroll, checkerboard (default: digits)"
+)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "train",
-        help="train an EDM model (U-Net on images, MLP on 2-D toys); resumable",
-        description="Defaults on digits (U-Net 32 channels, 4000 steps of 128) take about 10 minutes "
-        "on 2 cores. Launch with torchrun for DistributedDataParallel.",
+        "train", help="train an EDM model (U-Net on images, MLP on 2-D toys); resumable", description=DESCRIPTION
     )
-    p.add_argument(
-        "--data",
-        default="digits",
-        help="digits (bundled), cifar10, fashion-mnist, image-folder (with --data-dir), or a 2-D toy: "
-        "ring, moons, swissroll, checkerboard (default: digits)",
-    )
+    p.add_argument("--data", default="digits", help=DATA_HELP)
     p.add_argument("--data-dir", help="folder of a local data set")
     p.add_argument("--samples", type=int, default=20000, help="points drawn for a 2-D toy")
     p.add_argument("--steps", type=int, help="optimiser steps (default: 4000 images, 3000 toys)")
@@ -29,18 +30,13 @@ def add_parser(sub) -> None:
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--hidden", type=int, default=128, help="MLP width (2-D toys)")
     p.add_argument("--depth", type=int, default=3, help="MLP blocks (2-D toys)")
-    p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument(
         "--no-sample-grids",
         dest="sample_every_checkpoint",
         action="store_false",
         help="do not write a sample grid PNG at each checkpoint",
     )
-    add_device_arg(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="checkpoint folder (default: runs/train-DATA)")
-    add_no_progress(p)
-    p.set_defaults(func=run, foreground=True)
+    add_training_run_args(p, run, out=None, out_help="checkpoint folder (default: runs/train-DATA)")
 
 
 def run(args) -> int:

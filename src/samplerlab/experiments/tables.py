@@ -65,7 +65,7 @@ def format_study_tables(config, cells, done: dict, baselines: dict) -> tuple[str
                         line.append("—")
                         continue
                     s = r[col]["metrics"][metric]
-                    text = f"{s['mean']:.3f} ± {s['std']:.3f}"
+                    text = _mean_std(s)
                     line.append(f"**{text}**" if best.get(col) == label else text)
                     flat.append(
                         {
@@ -83,8 +83,17 @@ def format_study_tables(config, cells, done: dict, baselines: dict) -> tuple[str
                 md.write("| " + " | ".join(line) + " |\n")
             for label, scores in baselines.items():
                 s = scores[metric]
-                md.write("| " + " | ".join([f"*{label}*"] + [f"{s['mean']:.3f} ± {s['std']:.3f}"] * len(cols)) + " |\n")
+                md.write("| " + " | ".join([f"*{label}*"] + [_mean_std(s)] * len(cols)) + " |\n")
     return md.getvalue(), flat
+
+
+def _mean_std(s: dict) -> str:
+    """'mean ± std'; a set statistic (sliced W2) has no per-sample spread and shows its value alone."""
+    return (
+        f"{s['mean']:.3f}"
+        if math.isnan(s["std"]) and not math.isnan(s["mean"])
+        else f"{s['mean']:.3f} ± {s['std']:.3f}"
+    )
 
 
 def _n(rows, metric) -> int:

@@ -64,7 +64,8 @@ class MetricSpec:
     def caption(self) -> str:
         better = "higher" if self.higher_is_better else "lower"
         extra = f"; {self.requires}" if self.requires else ""
-        return f"{self.description} ({better} is better{extra})"
+        unit = f", {self.unit}" if self.unit else ""
+        return f"{self.description}{unit} ({better} is better{extra})"
 
 
 METRIC_SPECS: Registry[MetricSpec] = Registry("metric")
@@ -79,18 +80,18 @@ for _spec in (
     # unconditional exact problems
     MetricSpec(
         "rms_ode",
-        "RMS distance to the exact probability-flow ODE solution from the same noise (deterministic solvers)",
+        "RMS distance to the exact probability-flow ODE solution from the same noise, deterministic solvers",
         _L,
         Needs.EXACT_DENSITY,
     ),
-    MetricSpec("nll_gap", "-log p(x) minus that of an exact sample (0 is exact)", _L, Needs.EXACT_DENSITY),
+    MetricSpec("nll_gap", "-log p(x) minus that of an exact sample, 0 is exact", _L, Needs.EXACT_DENSITY),
     MetricSpec("sw2", "sliced Wasserstein-2 distance to exact data samples", _L, Needs.EXACT_DENSITY, default=False),
     # conditional exact problems (OUVE)
     MetricSpec("snr_db", "SNR of the estimate against the clean signal", _H, Needs.EXACT_POSTERIOR, unit="dB"),
     MetricSpec("rms_posterior_mean", "RMS distance to the exact posterior mean E[x0 | y]", _L, Needs.EXACT_POSTERIOR),
     MetricSpec(
         "posterior_nll_gap",
-        "-log p(x | y) minus that of an exact posterior sample (0 is exact)",
+        "-log p(x | y) minus that of an exact posterior sample, 0 is exact",
         _L,
         Needs.EXACT_POSTERIOR,
     ),

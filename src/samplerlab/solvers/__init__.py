@@ -3,7 +3,7 @@
 Where to find what:
   ode.py   Euler, Heun (Karras et al. 2022, Alg. 1)
   edm.py   the EDM stochastic sampler (Karras et al. 2022, Alg. 2)
-  sde.py   Euler-Maruyama on the reverse SDE, DDIM (eta), Euler ancestral
+  sde.py   Euler-Maruyama and reverse diffusion on the reverse SDE, DDIM (eta), Euler ancestral
   exponential.py  DPM-Solver, DPM-Solver++ (singlestep, multistep), SDE-DPM-Solver++
   multistep.py    DEIS tAB / rhoAB, LMS, iPNDM
   runge_kutta.py  Butcher tableaus, rhoRK-DEIS, adaptive Dormand-Prince 5(4)
@@ -41,10 +41,9 @@ from .predictor_corrector import (
     Corrector,
     Langevin,
     PredictorCorrector,
-    ReverseDiffusion,
 )
 from .runge_kutta import TABLEAUS, ButcherTableau, DEISRhoRK, DormandPrince
-from .sde import DDIM, EulerAncestral, EulerMaruyama, ancestral_split
+from .sde import DDIM, EulerAncestral, EulerMaruyama, ReverseDiffusion, ancestral_split
 from .unipc import UniPC
 
 __all__ = [

@@ -185,6 +185,16 @@ class Solver(ABC):
         return f"{self.name}({p})" if p else self.name
 
 
+class EtaNoise:
+    """Mixin of solvers whose fresh noise is scaled by a field ``eta``: stochastic exactly when eta > 0."""
+
+    eta: float
+
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
+
+
 class DenoisedStep(Solver):
     """Template: a step on x_hat = x / s that opens with D(x_hat; sigma_i). A step to sigma = 0 returns that
     D (the final denoising step, first order); otherwise ``update`` gives x_hat at sigma_{i+1}, and the base

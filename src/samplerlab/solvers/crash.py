@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .base import SOLVERS, DenoisedStep, StepContext
+from .base import SOLVERS, DenoisedStep, EtaNoise, StepContext
 
 
 def crash_coefficients(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
@@ -42,7 +42,7 @@ def crash_coefficients(sigma: float, sigma_next: float, eta: float) -> tuple[flo
 
 @SOLVERS.register("crash")
 @dataclass
-class CRASH(DenoisedStep):
+class CRASH(EtaNoise, DenoisedStep):
     """CRASH (Rouard & Hadjeres 2021): exact integration of the eta-family reverse SDE in x / m with
     the denoiser frozen over each step (module docstring). eta = 1: the paper's SDE sampler;
     eta = 0: its deterministic sampler, equal to DDIM. Order 1, 1 model call per step."""
@@ -56,10 +56,6 @@ class CRASH(DenoisedStep):
     def __post_init__(self):
         if not (self.eta >= 0 and math.isfinite(self.eta)):
             raise ValueError(f"crash: eta must be a finite number >= 0, got {self.eta!r}")
-
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.eta > 0
 
     def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state):
         keep, noise_std = crash_coefficients(sigma, sigma_next, self.eta)

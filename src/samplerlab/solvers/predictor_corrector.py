@@ -18,10 +18,9 @@ import torch
 
 from ..registry import Registry
 from .base import SOLVERS, Solver, StepContext, StepOutput
-from .sde import DDIM, EulerMaruyama
+from .sde import DDIM, EulerMaruyama, ReverseDiffusion
 
 __all__ = [
-    "ReverseDiffusion",
     "NoPredictor",
     "PREDICTORS",
     "Corrector",
@@ -31,30 +30,6 @@ __all__ = [
     "PredictorCorrector",
     "AnnealedLangevin",
 ]
-
-
-@SOLVERS.register("reverse-diffusion")
-@dataclass
-class ReverseDiffusion(Solver):
-    """The reverse-diffusion predictor (Song et al. 2021, eq. 46): x' = x - f_i(x) + G_i^2 score + G_i z with
-    the forward transition between the two levels, f_i(x) = (s_i / s_{i+1} - 1) x,
-    G_i = s_i sqrt(sigma_i^2 - sigma_{i+1}^2); for VP it is exactly their DDPM discretisation. The step to
-    sigma = 0 adds no noise. Order 1, 1 model call per step, stochastic."""
-
-    name = "reverse-diffusion"
-    order = 1
-    calls_per_step = 1
-    stochastic = True
-
-    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
-        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
-        s_i, s_next = ctx.scale(sigma), ctx.scale(sigma_next)
-        G2 = s_i**2 * (sigma**2 - sigma_next**2)
-        score, x0 = ctx.score(x, sigma)
-        x_next = (2 - s_i / s_next) * x + G2 * score
-        if sigma_next > 0:
-            x_next = x_next + math.sqrt(G2) * ctx.randn_like(x)
-        return StepOutput(x_next, x0)
 
 
 @dataclass

@@ -1,16 +1,24 @@
-"""Stochastic solvers of the reverse-time SDE and ancestral samplers."""
+"""Stochastic solvers of the reverse-time SDE (Euler-Maruyama, reverse diffusion) and ancestral samplers."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from .base import SOLVERS, DenoisedStep, Solver, StepContext, StepOutput
+from .base import SOLVERS, DenoisedStep, EtaNoise, Solver, StepContext, StepOutput
+
+
+class ReverseSDESolver(Solver):
+    """A discretisation of the reverse-time SDE with one model call per step: weak order 1, stochastic."""
+
+    order = 1
+    calls_per_step = 1
+    stochastic = True
 
 
 @SOLVERS.register("euler-maruyama")
 @dataclass
-class EulerMaruyama(Solver):
+class EulerMaruyama(ReverseSDESolver):
     """Euler-Maruyama on the reverse SDE dx = [f x - g^2 grad log p_t(x)] dt + g dw_bar
     (Anderson 1982; Song et al. 2021, eq. 6), in the process's time t.
 
@@ -21,9 +29,6 @@ class EulerMaruyama(Solver):
     """
 
     name = "euler-maruyama"
-    order = 1
-    calls_per_step = 1
-    stochastic = True
 
     def step(self, ctx: StepContext, x, i, state) -> StepOutput:
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
@@ -35,6 +40,27 @@ class EulerMaruyama(Solver):
         x_next = x + h * (f * x - g**2 * score)
         if sigma_next > 0:
             x_next = x_next + g * math.sqrt(-h) * ctx.randn_like(x)
+        return StepOutput(x_next, x0)
+
+
+@SOLVERS.register("reverse-diffusion")
+@dataclass
+class ReverseDiffusion(ReverseSDESolver):
+    """The reverse-diffusion predictor (Song et al. 2021, eq. 46): x' = x - f_i(x) + G_i^2 score + G_i z with
+    the forward transition between the two levels, f_i(x) = (s_i / s_{i+1} - 1) x,
+    G_i = s_i sqrt(sigma_i^2 - sigma_{i+1}^2); for VP it is exactly their DDPM discretisation. The step to
+    sigma = 0 adds no noise. Order 1, 1 model call per step, stochastic."""
+
+    name = "reverse-diffusion"
+
+    def step(self, ctx: StepContext, x, i, state) -> StepOutput:
+        sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
+        s_i, s_next = ctx.scale(sigma), ctx.scale(sigma_next)
+        G2 = s_i**2 * (sigma**2 - sigma_next**2)
+        score, x0 = ctx.score(x, sigma)
+        x_next = (2 - s_i / s_next) * x + G2 * score
+        if sigma_next > 0:
+            x_next = x_next + math.sqrt(G2) * ctx.randn_like(x)
         return StepOutput(x_next, x0)
 
 
@@ -54,7 +80,7 @@ def ancestral_split(sigma: float, sigma_next: float, eta: float) -> tuple[float,
 
 @SOLVERS.register("ddim")
 @dataclass
-class DDIM(DenoisedStep):
+class DDIM(EtaNoise, DenoisedStep):
     """DDIM (Song et al. 2021a, eq. 12 with sigma_t(eta) of eq. 16) on x_hat = x / s.
 
     x_hat' = D + sqrt(sigma'^2 - c^2) eps_hat + c z, eps_hat = (x_hat - D) / sigma,
@@ -69,10 +95,6 @@ class DDIM(DenoisedStep):
     order = 1
     calls_per_step = 1
 
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.eta > 0
-
     def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state):
         sigma_down, c = ancestral_split(sigma, sigma_next, self.eta)
         eps = (x_hat - x0) / sigma
@@ -84,7 +106,7 @@ class DDIM(DenoisedStep):
 
 @SOLVERS.register("euler-ancestral")
 @dataclass
-class EulerAncestral(Solver):
+class EulerAncestral(EtaNoise, Solver):
     """Ancestral sampling as an Euler step of the probability-flow ODE in t down to sigma_down,
     then fresh noise sigma_up (split of ``ancestral_split``).
 
@@ -98,10 +120,6 @@ class EulerAncestral(Solver):
     name = "euler-ancestral"
     order = 1
     calls_per_step = 1
-
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.eta > 0
 
     def step(self, ctx: StepContext, x, i, state) -> StepOutput:
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
