@@ -90,6 +90,11 @@ class StepContext:
         """A step that lands on sigma = 0 returns the data estimate (the final denoising step)."""
         return StepOutput(x0 * self.scale(0.0), x0, state)
 
+    def final_step(self, x: Tensor, i: int, state: Any = None) -> "StepOutput":
+        """The step from sigma_i to 0: D(x_hat; sigma_i), Tweedie's posterior mean (Song et al. 2021, App. G)."""
+        sigma = self.sigma(i)
+        return self.finish(self.denoise(x / self.scale(sigma), sigma), state)
+
     def pf_ode_dt(self, x: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
         """dx/dt of the probability-flow ODE in process coordinates, and D.
 

@@ -71,8 +71,7 @@ class GottaGoFast(Solver):
                 )
             state = AdaptiveStats.zeros(x.shape[0])
         if sigma_next == 0:
-            x0 = ctx.denoise(x / ctx.scale(sigma), sigma)
-            return ctx.finish(x0, state)
+            return ctx.final_step(x, i, state)
         x, x0 = self._integrate(ctx, x, ctx.t(sigma), ctx.t(sigma_next), state)
         return StepOutput(x, x0, state)
 

@@ -46,7 +46,7 @@ class NoPredictor(Solver):
     def step(self, ctx: StepContext, x, i, state) -> StepOutput:
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
         if sigma_next == 0:
-            return ctx.finish(ctx.denoise(x / ctx.scale(sigma), sigma), state)
+            return ctx.final_step(x, i, state)
         x = x * (ctx.scale(sigma_next) / ctx.scale(sigma))
         return StepOutput(x, x / ctx.scale(sigma_next), state)
 
@@ -205,8 +205,7 @@ class AnnealedLangevin(Solver):
     def step(self, ctx: StepContext, x, i, state) -> StepOutput:
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
         if sigma_next == 0:
-            x0 = ctx.denoise(x / ctx.scale(sigma), sigma)
-            return ctx.finish(x0, state)
+            return ctx.final_step(x, i, state)
         x = x * (ctx.scale(sigma_next) / ctx.scale(sigma))
         positive = ctx.sigmas[ctx.sigmas > 0]
         sigma_last = float(positive[-1])

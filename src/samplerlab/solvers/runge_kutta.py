@@ -227,8 +227,7 @@ class DormandPrince(Solver):
         if state is None:
             state = AdaptiveStats.zeros(x.shape[0])
         if sigma_next == 0:
-            x0 = ctx.denoise(x_hat, sigma)
-            return ctx.finish(x0, state)
+            return ctx.final_step(x, i, state)
         x_next, x0 = self._integrate(ctx, x_hat, math.log(sigma), math.log(sigma_next), state)
         return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
 
