@@ -1,3 +1,4 @@
+
 import numpy as np
 import pytest
 import torch
@@ -27,7 +28,7 @@ def test_denoiser_satisfies_tweedie(full, sigma):
     gmm = _mixture(full)
     x = torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
     x.requires_grad_(True)
-    (grad,) = torch.autograd.grad(gmm.log_prob(x, sigma).sum(), x)
+    grad, = torch.autograd.grad(gmm.log_prob(x, sigma).sum(), x)
     expected = x.detach() + sigma**2 * grad
     assert torch.allclose(gmm.denoise(x.detach(), sigma), expected, atol=1e-10)
     assert torch.allclose(gmm.score(x.detach(), sigma), grad, atol=1e-9)
@@ -40,10 +41,8 @@ def test_log_prob_matches_scipy(full):
     sigma = 0.3
     covs = gmm.covariances()
     w = torch.exp(gmm.log_weights)
-    dens = sum(
-        float(w[k]) * multivariate_normal(gmm.means[k].numpy(), covs[k].numpy() + sigma**2 * np.eye(3)).pdf(x.numpy())
-        for k in range(3)
-    )
+    dens = sum(float(w[k]) * multivariate_normal(gmm.means[k].numpy(), covs[k].numpy() + sigma**2 * np.eye(3)).pdf(x.numpy())
+               for k in range(3))
     assert np.allclose(gmm.log_prob(x, sigma).numpy(), np.log(dens), rtol=1e-10)
 
 
@@ -84,11 +83,8 @@ def test_closed_form_flow_matches_numerical_ode():
 
 def test_joint_posterior_matches_quadrature():
     """p(x0 | y) of a 1-D joint mixture against brute-force Bayes on a fine grid."""
-    clean = GaussianMixture(
-        torch.tensor([0.3, 0.7]),
-        torch.tensor([[-1.0], [1.5]], dtype=torch.float64),
-        torch.tensor([[0.2], [0.05]], dtype=torch.float64),
-    )
+    clean = GaussianMixture(torch.tensor([0.3, 0.7]), torch.tensor([[-1.0], [1.5]], dtype=torch.float64),
+                            torch.tensor([[0.2], [0.05]], dtype=torch.float64))
     joint = JointGaussianMixture.clean_plus_noise(clean, torch.tensor([0.3], dtype=torch.float64))
     y = torch.tensor([[0.4], [1.2], [-2.0]], dtype=torch.float64)
     post = joint.posterior(y)
@@ -104,11 +100,8 @@ def test_joint_posterior_matches_quadrature():
 
 
 def test_joint_posterior_density_matches_bayes():
-    clean = GaussianMixture(
-        torch.tensor([0.5, 0.5]),
-        torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=torch.float64),
-        torch.tensor([[0.2, 0.1], [0.1, 0.3]], dtype=torch.float64),
-    )
+    clean = GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=torch.float64),
+                            torch.tensor([[0.2, 0.1], [0.1, 0.3]], dtype=torch.float64))
     joint = JointGaussianMixture.clean_plus_noise(clean, torch.tensor([0.2, 0.4], dtype=torch.float64))
     y = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
     post = joint.posterior(y)
@@ -116,9 +109,8 @@ def test_joint_posterior_density_matches_bayes():
     full = GaussianMixture(joint.weights, joint.means, joint.covs)
     logjoint = full.log_prob(torch.cat([x, y.expand(50, 2)], 1))
     marg_y = GaussianMixture(joint.weights, joint.means[:, 2:], joint.covs[:, 2:, 2:]).log_prob(y)
-    per_sample = GaussianMixture(
-        torch.exp(post.log_weights).expand(50, -1), post.means.expand(50, -1, -1), post.covariances()
-    )
+    per_sample = GaussianMixture(torch.exp(post.log_weights).expand(50, -1), post.means.expand(50, -1, -1),
+                                 post.covariances())
     assert torch.allclose(per_sample.log_prob(x), logjoint - marg_y, atol=1e-10)
 
 

@@ -7,24 +7,8 @@ from samplerlab.cli import main
 
 def test_bench_small_run_writes_all_outputs(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(
-        [
-            "bench",
-            "--problems",
-            "ring",
-            "--solvers",
-            "euler,heun,ddim",
-            "--nfe",
-            "1,4",
-            "--samples",
-            "64",
-            "--no-progress",
-            "--out",
-            str(out),
-            "--solver-param",
-            "ddim.eta=0.5",
-        ]
-    )
+    code = main(["bench", "--problems", "ring", "--solvers", "euler,heun,ddim", "--nfe", "1,4", "--samples", "64",
+                 "--no-progress", "--out", str(out), "--solver-param", "ddim.eta=0.5"])
     assert code == 0
     text = capsys.readouterr().out
     assert "ring" in text and "heun" in text and "NFE 4" in text
@@ -41,20 +25,17 @@ def test_bench_small_run_writes_all_outputs(tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["bench", "--solvers", "eulr"], "unknown solver 'eulr'; valid names: "),
-        (["bench", "--problems", "moons"], "unknown problem 'moons'; valid names: ring, gmm64"),
-        (["bench", "--grid", "cosine"], "unknown grid 'cosine'; valid names: karras"),
-        (["bench", "--dtype", "float16"], "unknown dtype 'float16'; valid dtypes: float32, float64"),
-        (["bench", "--nfe", "0,5"], "NFE budgets must be positive integers"),
-        (["bench", "--solver-param", "ddim.etaa=1"], "valid parameters: ['eta']"),
-        (["bench", "--solvers", "euler", "--solver-param", "ddim.eta=1"], "solvers not in the run"),
-        (["bench", "--solvers", "unipc:order"], "bad solver spec"),
-        (["bench", "--tolerances", "0"], "tolerances must be positive"),
-    ],
-)
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--solvers", "eulr"], "unknown solver 'eulr'; valid names: "),
+    (["bench", "--problems", "moons"], "unknown problem 'moons'; valid names: ring, gmm64"),
+    (["bench", "--grid", "cosine"], "unknown grid 'cosine'; valid names: karras"),
+    (["bench", "--dtype", "float16"], "unknown dtype 'float16'; valid dtypes: float32, float64"),
+    (["bench", "--nfe", "0,5"], "NFE budgets must be positive integers"),
+    (["bench", "--solver-param", "ddim.etaa=1"], "valid parameters: ['eta']"),
+    (["bench", "--solvers", "euler", "--solver-param", "ddim.eta=1"], "solvers not in the run"),
+    (["bench", "--solvers", "unipc:order"], "bad solver spec"),
+    (["bench", "--tolerances", "0"], "tolerances must be positive"),
+])
 def test_bad_input_gets_a_clear_error(args, message, capsys):
     assert main(args + ["--no-progress"]) == 2
     assert message in capsys.readouterr().err

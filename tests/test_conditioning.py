@@ -10,9 +10,7 @@ from samplerlab.processes import EDM, VPLinear
 from samplerlab.sampling import generate, prior_sample, sample
 from samplerlab.solvers import make_solver
 
-COND = GaussianMixture.gaussian(
-    torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0.1, 0.1], dtype=torch.float64)
-)
+COND = GaussianMixture.gaussian(torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0.1, 0.1], dtype=torch.float64))
 UNCOND = GaussianMixture.gaussian(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
 
 
@@ -72,14 +70,6 @@ def test_inpainting_needs_noise_and_a_binary_mask():
     with pytest.raises(ValueError, match="only 0"):
         Inpaint(torch.zeros(2), torch.tensor([0.5, 1.0]))
     # VP coordinates: the known entry is rescaled by s at each level and exact at the end
-    r = generate(
-        model,
-        (2,),
-        karras(5, VPLinear()),
-        make_solver("ddim"),
-        range(3),
-        process=VPLinear(),
-        dtype=torch.float64,
-        hooks=[Inpaint(torch.full((3, 2), 0.7, dtype=torch.float64), torch.tensor([1.0, 0.0]))],
-    )
+    r = generate(model, (2,), karras(5, VPLinear()), make_solver("ddim"), range(3), process=VPLinear(),
+                 dtype=torch.float64, hooks=[Inpaint(torch.full((3, 2), 0.7, dtype=torch.float64), torch.tensor([1.0, 0.0]))])
     assert torch.allclose(r.x[:, 0], torch.full((3,), 0.7, dtype=torch.float64))

@@ -59,29 +59,16 @@ def test_one_step_of_any_size_keeps_a_point_mass_on_its_marginals(eta):
     point_mass = lambda x, sigma, **_: x0.expand_as(x)  # noqa: E731
     n = 20000
     x = 3.0 + 10.0 * SampleNoise(range(n), dtype=torch.float64).randn_like(torch.empty(n, 4, dtype=torch.float64))
-    out = sample(
-        point_mass,
-        x,
-        torch.tensor([10.0, 0.5], dtype=torch.float64),
-        make_solver("crash", eta=eta),
-        process=EDM(),
-        noise=SampleNoise(range(n, 2 * n), dtype=torch.float64),
-    ).x
+    out = sample(point_mass, x, torch.tensor([10.0, 0.5], dtype=torch.float64), make_solver("crash", eta=eta),
+                 process=EDM(), noise=SampleNoise(range(n, 2 * n), dtype=torch.float64)).x
     assert abs(float(out.std()) - 0.5) < 4 * 0.5 / math.sqrt(2 * 4 * n)
     assert abs(float(out.mean()) - 3.0) < 4 * 0.5 / math.sqrt(4 * n)
 
 
 def test_matches_mean_and_variances_of_a_64d_gaussian():
     n = 2000
-    x = generate(
-        TARGET64,
-        (D64,),
-        karras(200, EDM()),
-        make_solver("crash", eta=0.5),
-        range(n),
-        process=EDM(),
-        dtype=torch.float64,
-    ).x
+    x = generate(TARGET64, (D64,), karras(200, EDM()), make_solver("crash", eta=0.5), range(n), process=EDM(),
+                 dtype=torch.float64).x
     assert bool(((x.mean(0) - _MEAN).abs() < 5 * torch.sqrt(_VAR / n)).all())
     ratio = x.var(0) / _VAR
     assert abs(float(ratio.mean()) - 1) < 0.05, float(ratio.mean())

@@ -54,11 +54,8 @@ def test_adapter_recovers_x0_from_exact_targets(prediction, p):
 @pytest.mark.parametrize("prediction", list(Prediction))
 def test_parameterisation_round_trip(prediction):
     p = VPLinear()
-    gmm = GaussianMixture(
-        torch.ones(2),
-        torch.tensor([[1.0, 0.0], [-1.0, 0.5]], dtype=torch.float64),
-        torch.tensor([[0.1, 0.2], [0.3, 0.05]], dtype=torch.float64),
-    )
+    gmm = GaussianMixture(torch.ones(2), torch.tensor([[1.0, 0.0], [-1.0, 0.5]], dtype=torch.float64),
+                          torch.tensor([[0.1, 0.2], [0.3, 0.05]], dtype=torch.float64))
 
     def net(x_t, t):
         sigma = p.sigma(t)[:, None]
@@ -79,9 +76,8 @@ def _linear_alphas_cumprod(K=1000):
 @pytest.mark.parametrize("prediction", [Prediction.EPSILON, Prediction.V, Prediction.X0])
 def test_discrete_ddpm_adapter_at_its_timesteps(prediction):
     abar = _linear_alphas_cumprod()
-    gmm = GaussianMixture.gaussian(
-        torch.tensor([0.5, -0.2], dtype=torch.float64), torch.tensor([0.2, 0.05], dtype=torch.float64)
-    )
+    gmm = GaussianMixture.gaussian(torch.tensor([0.5, -0.2], dtype=torch.float64),
+                                   torch.tensor([0.2, 0.05], dtype=torch.float64))
 
     def net(x_t, k):
         assert torch.allclose(k, k.round(), atol=1e-6), "timesteps of the table must map to integers"
@@ -90,11 +86,8 @@ def test_discrete_ddpm_adapter_at_its_timesteps(prediction):
         x_hat = x_t / torch.sqrt(ab)
         x0 = gmm(x_hat, sigma[:, 0])
         eps = (x_hat - x0) / sigma
-        return {
-            Prediction.EPSILON: eps,
-            Prediction.V: torch.sqrt(ab) * eps - torch.sqrt(1 - ab) * x0,
-            Prediction.X0: x0,
-        }[prediction]
+        return {Prediction.EPSILON: eps, Prediction.V: torch.sqrt(ab) * eps - torch.sqrt(1 - ab) * x0,
+                Prediction.X0: x0}[prediction]
 
     D = DiscreteDDPMAdapter(net, abar, prediction)
     for k in (0, 10, 500, 999):
@@ -129,12 +122,8 @@ def test_edm_precond_with_zero_network_is_exact_for_sigma_data_gaussian():
 
 
 def test_classifier_free_guidance_combines_and_counts_calls():
-    cond_model = GaussianMixture.gaussian(
-        torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0.1, 0.1], dtype=torch.float64)
-    )
-    uncond_model = GaussianMixture.gaussian(
-        torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64)
-    )
+    cond_model = GaussianMixture.gaussian(torch.tensor([1.0, 1.0], dtype=torch.float64), torch.tensor([0.1, 0.1], dtype=torch.float64))
+    uncond_model = GaussianMixture.gaussian(torch.tensor([0.0, 0.0], dtype=torch.float64), torch.tensor([1.0, 1.0], dtype=torch.float64))
 
     def denoiser(x, sigma, label=None):
         return (uncond_model if label is None else cond_model)(x, sigma)

@@ -17,15 +17,8 @@ SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_st
 def _tiny_unet():
     torch.manual_seed(0)
     return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +51,12 @@ def test_ddim_and_dpm_solver_pp_agree_with_diffusers(pipeline_dir, prediction, s
     scale = float(want.abs().max())
     assert float((got - want).abs().max()) < 1e-5 * scale  # diffusers keeps alpha_bar in float32
 
-    dpm = diffusers.DPMSolverMultistepScheduler(
-        **SCHEDULE, prediction_type=prediction, algorithm_type="dpmsolver++", solver_order=2
-    )
+    dpm = diffusers.DPMSolverMultistepScheduler(**SCHEDULE, prediction_type=prediction, algorithm_type="dpmsolver++",
+                                                solver_order=2)
     dpm.set_timesteps(steps)
     want = _reference_loop(dpm, model.unet, x_T)
-    got = sample(
-        model,
-        x_T,
-        timestep_grid(model, steps, dpm.config.timestep_spacing),
-        make_solver("dpm-solver++"),
-        process=VPLinear(),
-    ).x
+    got = sample(model, x_T, timestep_grid(model, steps, dpm.config.timestep_spacing), make_solver("dpm-solver++"),
+                 process=VPLinear()).x
     assert float((got - want).abs().max()) < 1e-5 * float(want.abs().max())
 
 
@@ -97,46 +84,12 @@ def test_cli_sample_writes_a_png_grid(pipeline_dir, tmp_path, capsys):
 
     diffusers.DDIMScheduler(**SCHEDULE).save_pretrained(pipeline_dir / "scheduler")
     out = tmp_path / "grid.png"
-    assert (
-        main(
-            [
-                "sample",
-                "--diffusers",
-                str(pipeline_dir),
-                "--solver",
-                "unipc",
-                "--steps",
-                "6",
-                "--seeds",
-                "0-3",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["sample", "--diffusers", str(pipeline_dir), "--solver", "unipc", "--steps", "6", "--seeds", "0-3",
+                 "--out", str(out), "--no-progress"]) == 0
     assert "4 samples" in capsys.readouterr().out
     from PIL import Image
 
     assert Image.open(out).size == (19, 19)  # 2 x 2 tiles of 8 x 8 with 1-pixel padding
-    assert (
-        main(
-            [
-                "sample",
-                "--diffusers",
-                str(pipeline_dir),
-                "--grid",
-                "diffusers-trailing",
-                "--steps",
-                "4",
-                "--seeds",
-                "0-1",
-                "--out",
-                str(tmp_path / "g2.png"),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["sample", "--diffusers", str(pipeline_dir), "--grid", "diffusers-trailing", "--steps", "4",
+                 "--seeds", "0-1", "--out", str(tmp_path / "g2.png"), "--no-progress"]) == 0
     assert main(["sample"]) == 2

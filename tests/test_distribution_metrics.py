@@ -6,9 +6,7 @@ from samplerlab.metrics import frechet_distance, frechet_distance_gaussians, pre
 
 def test_frechet_closed_form():
     # 1-D: (m1 - m2)^2 + (s1 - s2)^2
-    fd = frechet_distance_gaussians(
-        torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([3.0]), torch.tensor([[1.0]])
-    )
+    fd = frechet_distance_gaussians(torch.tensor([1.0]), torch.tensor([[4.0]]), torch.tensor([3.0]), torch.tensor([[1.0]]))
     assert fd == pytest.approx(4.0 + 1.0)
     # commuting covariances: sum (sqrt(a) - sqrt(b))^2
     a, b = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([4.0, 4.0, 1.0])
@@ -23,9 +21,7 @@ def test_frechet_closed_form():
 def test_frechet_from_samples():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(20000, 4, generator=g, dtype=torch.float64)
-    y = torch.randn(20000, 4, generator=g, dtype=torch.float64) + torch.tensor(
-        [1.0, 0.0, 0.0, 0.0], dtype=torch.float64
-    )
+    y = torch.randn(20000, 4, generator=g, dtype=torch.float64) + torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     assert frechet_distance(x, y) == pytest.approx(1.0, abs=0.03)
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
 

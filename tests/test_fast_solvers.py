@@ -30,15 +30,12 @@ def test_builtin_tableaus_check_themselves():
     assert TABLEAUS["dopri5"].err_order == 4 and TABLEAUS["dopri5"].fsal
 
 
-@pytest.mark.parametrize(
-    "broken, message",
-    [
-        (dict(b=(F(1, 6), F(1, 3), F(1, 3), F(1, 5))), "order-1 condition"),
-        (dict(a=((), (F(1, 2),), (0, F(1, 2)), (0, 0, F(9, 10)))), "c_i != sum_j a_ij"),
-        (dict(c=(0, F(1, 2), F(1, 2), F(9, 10)), a=((), (F(1, 2),), (0, F(1, 2)), (0, 0, F(9, 10)))), "order-"),
-        (dict(a=((0, 1), (F(1, 2),), (0, F(1, 2)), (0, 0, 1))), "not explicit"),
-    ],
-)
+@pytest.mark.parametrize("broken, message", [
+    (dict(b=(F(1, 6), F(1, 3), F(1, 3), F(1, 5))), "order-1 condition"),
+    (dict(a=((), (F(1, 2),), (0, F(1, 2)), (0, 0, F(9, 10)))), "c_i != sum_j a_ij"),
+    (dict(c=(0, F(1, 2), F(1, 2), F(9, 10)), a=((), (F(1, 2),), (0, F(1, 2)), (0, 0, F(9, 10)))), "order-"),
+    (dict(a=((0, 1), (F(1, 2),), (0, F(1, 2)), (0, 0, 1))), "not explicit"),
+])
 def test_broken_tableaus_are_rejected(broken, message):
     rk4 = TABLEAUS["rk4"]
     fields = dict(name="broken", a=rk4.a, b=rk4.b, c=rk4.c, order=4)
@@ -79,29 +76,16 @@ def test_lagrange_weights_reproduce_adams_bashforth_on_equal_steps():
 FINE = (128, 256, 512, 1024)
 COARSE = (32, 64, 128, 256)
 ORDER_CASES = [
-    ("dpm-solver", {"order": 1}, COARSE),
-    ("dpm-solver", {"order": 2}, COARSE),
-    ("dpm-solver", {"order": 2, "multistep": True}, COARSE),
-    ("dpm-solver", {"order": 3, "multistep": True}, FINE),
-    ("dpm-solver++", {"order": 2}, COARSE),
-    ("dpm-solver++", {"order": 3}, COARSE),
-    ("dpm-solver++", {"order": 2, "multistep": False}, COARSE),
-    ("dpm-solver++", {"order": 3, "multistep": False}, FINE),
-    ("deis-tab", {"order": 1}, COARSE),
-    ("deis-tab", {"order": 2}, COARSE),
-    ("deis-tab", {"order": 3}, FINE),
-    ("deis-tab", {"order": 4}, FINE),
-    ("deis-rhoab", {"order": 3}, FINE),
-    ("lms", {}, FINE),
-    ("ipndm", {}, COARSE),
-    ("deis-rhork", {"tableau": "heun"}, COARSE),
-    ("deis-rhork", {"tableau": "kutta3"}, COARSE),
+    ("dpm-solver", {"order": 1}, COARSE), ("dpm-solver", {"order": 2}, COARSE),
+    ("dpm-solver", {"order": 2, "multistep": True}, COARSE), ("dpm-solver", {"order": 3, "multistep": True}, FINE),
+    ("dpm-solver++", {"order": 2}, COARSE), ("dpm-solver++", {"order": 3}, COARSE),
+    ("dpm-solver++", {"order": 2, "multistep": False}, COARSE), ("dpm-solver++", {"order": 3, "multistep": False}, FINE),
+    ("deis-tab", {"order": 1}, COARSE), ("deis-tab", {"order": 2}, COARSE), ("deis-tab", {"order": 3}, FINE),
+    ("deis-tab", {"order": 4}, FINE), ("deis-rhoab", {"order": 3}, FINE), ("lms", {}, FINE), ("ipndm", {}, COARSE),
+    ("deis-rhork", {"tableau": "heun"}, COARSE), ("deis-rhork", {"tableau": "kutta3"}, COARSE),
     ("deis-rhork", {"tableau": "rk4"}, COARSE),
-    ("unipc", {"order": 1}, FINE),
-    ("unipc", {"order": 2}, COARSE),
-    ("unipc", {"order": 3}, COARSE),
-    ("unipc", {"order": 2, "variant": "bh1"}, COARSE),
-    ("unipc", {"order": 2, "corrector": False}, FINE),
+    ("unipc", {"order": 1}, FINE), ("unipc", {"order": 2}, COARSE), ("unipc", {"order": 3}, COARSE),
+    ("unipc", {"order": 2, "variant": "bh1"}, COARSE), ("unipc", {"order": 2, "corrector": False}, FINE),
     ("unipc", {"order": 3, "corrector": False}, COARSE),
 ]
 
@@ -118,9 +102,7 @@ def test_empirical_convergence_order(name, params, steps, process):
     _check_order(name, params, steps, process)
 
 
-@pytest.mark.parametrize(
-    "name, params, steps", ORDER_CASES_VP_ONLY, ids=lambda v: str(v) if not isinstance(v, tuple) else ""
-)
+@pytest.mark.parametrize("name, params, steps", ORDER_CASES_VP_ONLY, ids=lambda v: str(v) if not isinstance(v, tuple) else "")
 def test_empirical_convergence_order_vp_range(name, params, steps):
     _check_order(name, params, steps, VPLinear())
 
@@ -134,24 +116,16 @@ def _check_order(name, params, steps, process):
 
 # -- methods that coincide ---------------------------------------------------------------------
 
-
 def _run(name, params, process=None, steps=12, seeds=range(6), final_zero=True):
     process = process or EDM()
     grid = karras(steps, process, final_zero=final_zero)
     return generate(GAUSS, (16,), grid, make_solver(name, **params), seeds, process=process, dtype=torch.float64).x
 
 
-@pytest.mark.parametrize(
-    "name, params",
-    [
-        ("dpm-solver", {"order": 1}),
-        ("dpm-solver++", {"order": 1}),
-        ("deis-tab", {"order": 1}),
-        ("deis-rhoab", {"order": 1}),
-        ("unipc", {"order": 1, "corrector": False}),
-        ("ipndm", {"max_order": 1}),
-    ],
-)
+@pytest.mark.parametrize("name, params", [
+    ("dpm-solver", {"order": 1}), ("dpm-solver++", {"order": 1}), ("deis-tab", {"order": 1}),
+    ("deis-rhoab", {"order": 1}), ("unipc", {"order": 1, "corrector": False}), ("ipndm", {"max_order": 1}),
+])
 def test_first_order_exponential_and_multistep_methods_are_ddim(name, params):
     """DPM-Solver-1 = DPM-Solver++1 = DDIM (Lu et al. 2022, Sec. 4.1), and every AB method's first order is Euler in sigma."""
     for process in (EDM(), VPLinear()):
@@ -176,24 +150,20 @@ def test_nfe_of_singlestep_and_multistep():
     assert make_solver("pc", corrector_steps=2).nfe(10) == 28
 
 
-@pytest.mark.parametrize(
-    "name, params, message",
-    [
-        ("dpm-solver", {"order": 4}, "order must be 1, 2 or 3"),
-        ("unipc", {"variant": "bh3"}, "valid: bh1, bh2"),
-        ("deis-rhork", {"tableau": "rk5"}, "heun, kutta3 or rk4"),
-        ("pc", {"predictor": "heun"}, "unknown predictor 'heun'; valid: reverse-diffusion"),
-        ("pc", {"corrector": "mala"}, "unknown corrector 'mala'; valid: langevin"),
-        ("dopri5", {"rtol": 0}, "rtol > 0"),
-    ],
-)
+@pytest.mark.parametrize("name, params, message", [
+    ("dpm-solver", {"order": 4}, "order must be 1, 2 or 3"),
+    ("unipc", {"variant": "bh3"}, "valid: bh1, bh2"),
+    ("deis-rhork", {"tableau": "rk5"}, "heun, kutta3 or rk4"),
+    ("pc", {"predictor": "heun"}, "unknown predictor 'heun'; valid: reverse-diffusion"),
+    ("pc", {"corrector": "mala"}, "unknown corrector 'mala'; valid: langevin"),
+    ("dopri5", {"rtol": 0}, "rtol > 0"),
+])
 def test_bad_solver_options(name, params, message):
     with pytest.raises(ValueError, match=message):
         make_solver(name, **params)
 
 
 # -- adaptive solvers ---------------------------------------------------------------------------
-
 
 @pytest.mark.parametrize("problem", ["gauss16", "ring"])
 def test_dopri5_tighter_tolerance_means_smaller_error_and_more_nfe(problem):
@@ -215,12 +185,8 @@ def test_dopri5_tighter_tolerance_means_smaller_error_and_more_nfe(problem):
 
 def test_ggf_tighter_tolerance_means_more_nfe_and_grid_is_checked():
     model = make_problem("ring").model
-    nfes = [
-        generate(
-            model, (2,), karras(2, EDM()), make_solver("ggf", abstol=a, reltol=10 * a), range(16), dtype=torch.float64
-        ).nfe
-        for a in (1e-2, 1e-3, 1e-4)
-    ]
+    nfes = [generate(model, (2,), karras(2, EDM()), make_solver("ggf", abstol=a, reltol=10 * a), range(16),
+                     dtype=torch.float64).nfe for a in (1e-2, 1e-3, 1e-4)]
     assert nfes[0] < nfes[1] < nfes[2]
     with pytest.raises(ValueError, match="one interval adaptively"):
         generate(model, (2,), karras(4, EDM()), make_solver("ggf"), range(2))
@@ -242,28 +208,17 @@ STOCHASTIC_64 = [
     # (mean variance ratio 1.058 at snr 0.05 with 400 and with 800 steps), so they run at a small snr.
     ("pc", {"snr": 0.02}, EDM(), karras(800, EDM()), 0.0),
     ("pc", {"predictor": "ancestral", "corrector": "langevin", "snr": 0.02}, VPLinear(), karras(800, VPLinear()), 0.0),
-    (
-        "pc",
-        {"predictor": "reverse-diffusion", "corrector": "annealed-langevin", "snr": 0.16},
-        VPLinear(),
-        uniform_time(800, VPLinear()),
-        0.0,
-    ),
+    ("pc", {"predictor": "reverse-diffusion", "corrector": "annealed-langevin", "snr": 0.16}, VPLinear(),
+     uniform_time(800, VPLinear()), 0.0),
     ("ggf", {"abstol": 1e-3, "reltol": 1e-2}, VPLinear(), uniform_time(2, VPLinear()), 0.0),
     # Song & Ermon 2019's setting scaled to this target: step 0.2 sigma_L^2, 100 steps at 10 geometric levels
-    (
-        "annealed-langevin",
-        {"steps_per_level": 100, "step_size": 0.2 * 0.1**2},
-        EDM(),
-        exponential(9, EDM(), sigma_min=0.1, sigma_max=10.0, final_zero=False),
-        0.1**2,
-    ),
+    ("annealed-langevin", {"steps_per_level": 100, "step_size": 0.2 * 0.1**2}, EDM(),
+     exponential(9, EDM(), sigma_min=0.1, sigma_max=10.0, final_zero=False), 0.1**2),
 ]
 
 
-@pytest.mark.parametrize(
-    "name, params, process, grid, extra_var", STOCHASTIC_64, ids=lambda v: v if isinstance(v, str) else ""
-)
+@pytest.mark.parametrize("name, params, process, grid, extra_var", STOCHASTIC_64,
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_stochastic_solver_matches_mean_and_variances_in_64d(name, params, process, grid, extra_var):
     """2000 samples of an anisotropic 64-D Gaussian (variances 0.018..1). The target is N(mu, C + extra_var I):
     annealed Langevin ends at its last level sigma_L > 0. Tolerances: 5 standard errors on the mean, and on
@@ -278,7 +233,6 @@ def test_stochastic_solver_matches_mean_and_variances_in_64d(name, params, proce
 
 
 # -- x0 corrections ---------------------------------------------------------------------------------
-
 
 def test_clip_and_dynamic_threshold():
     x0 = torch.tensor([[0.5, -3.0, 2.0, 0.1], [0.2, -0.4, 0.3, 0.9]])

@@ -1,3 +1,4 @@
+
 import pytest
 import torch
 
@@ -57,22 +58,17 @@ def test_time_grids_follow_the_process():
     # EDM: sigma = t, so uniform time is uniform sigma
     assert torch.allclose(uniform_time(4, EDM(), final_zero=False), torch.linspace(80, 0.002, 5, dtype=torch.float64))
     q = p.t_of_sigma(quadratic_time(4, p, final_zero=False)) - 1e-3
-    assert torch.allclose(
-        q, (1 - 1e-3) * torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64) ** 2, atol=1e-12
-    )
+    assert torch.allclose(q, (1 - 1e-3) * torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64) ** 2, atol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "bad, message",
-    [
-        ([1.0], "at least 2 levels"),
-        ([[1.0, 0.5]], "1-D"),
-        ([1.0, 2.0, 0.0], "strictly decreasing; level 0"),
-        ([2.0, 1.0, 1.0], "strictly decreasing; level 1"),
-        ([1.0, -0.5], "negative"),
-        ([float("nan"), 0.0], "non-finite"),
-    ],
-)
+@pytest.mark.parametrize("bad, message", [
+    ([1.0], "at least 2 levels"),
+    ([[1.0, 0.5]], "1-D"),
+    ([1.0, 2.0, 0.0], "strictly decreasing; level 0"),
+    ([2.0, 1.0, 1.0], "strictly decreasing; level 1"),
+    ([1.0, -0.5], "negative"),
+    ([float("nan"), 0.0], "non-finite"),
+])
 def test_invalid_grids_raise_clear_errors(bad, message):
     with pytest.raises(GridError, match=message):
         validate_grid(bad)

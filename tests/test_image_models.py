@@ -34,7 +34,6 @@ def digits():
 
 # -- the network --------------------------------------------------------------------------------
 
-
 def test_fresh_unet_gives_the_exact_gaussian_denoiser():
     """F = 0 at initialisation (zero output convolution), so D = c_skip x: the exact denoiser of N(0, sd^2)."""
     net = UNet(1, 8, UNetConfig(**TINY), num_classes=10)
@@ -47,19 +46,8 @@ def test_fresh_unet_gives_the_exact_gaussian_denoiser():
 
 def test_unet_shapes_classes_and_attention():
     torch.manual_seed(0)
-    net = UNet(
-        3,
-        16,
-        UNetConfig(
-            channels=16,
-            channel_mult=(1, 2, 2),
-            num_blocks=2,
-            attention_resolutions=(8, 4),
-            attention_heads=2,
-            embedding="fourier",
-        ),
-        num_classes=5,
-    ).eval()
+    net = UNet(3, 16, UNetConfig(channels=16, channel_mult=(1, 2, 2), num_blocks=2, attention_resolutions=(8, 4),
+                                 attention_heads=2, embedding="fourier"), num_classes=5).eval()
     for p in net.parameters():  # move off the zero initialisation so that every path matters
         p.data.add_(0.05 * torch.randn_like(p))
     x, c = torch.randn(2, 3, 16, 16), torch.tensor([0.1, -0.3])
@@ -71,13 +59,10 @@ def test_unet_shapes_classes_and_attention():
     assert sum(isinstance(m, torch.nn.Module) and type(m).__name__ == "SelfAttention" for m in net.modules()) > 1
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(resolution=6, config=UNetConfig(channel_mult=(1, 2, 2))), "not divisible by 2\\^2"),
-        (dict(resolution=8, config=UNetConfig(channels=6, attention_heads=5)), "do not split into 5 attention heads"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(resolution=6, config=UNetConfig(channel_mult=(1, 2, 2))), "not divisible by 2\\^2"),
+    (dict(resolution=8, config=UNetConfig(channels=6, attention_heads=5)), "do not split into 5 attention heads"),
+])
 def test_unet_rejects_bad_shapes(kwargs, message):
     with pytest.raises(ValueError, match=message):
         UNet(1, **kwargs)
@@ -98,7 +83,6 @@ def test_group_norm_divides_channels():
 
 # -- training -----------------------------------------------------------------------------------
 
-
 def test_image_training_resumes_exactly_with_dropout(tmp_path, digits):
     train_set, _ = digits
     data, labels = train_set.data[:256], train_set.labels[:256]
@@ -111,10 +95,7 @@ def test_image_training_resumes_exactly_with_dropout(tmp_path, digits):
     for p, q in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
         assert torch.equal(p, q)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    assert (
-        steps == [2, 4, 6, 8]
-        and json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[1])["loss"] != 123.0
-    )
+    assert steps == [2, 4, 6, 8] and json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[1])["loss"] != 123.0
     model, meta = load_checkpoint(tmp_path / "b")
     assert meta["shape"] == [1, 8, 8] and meta["num_classes"] == 10
     assert isinstance(model.net, UNet)
@@ -162,7 +143,6 @@ def test_two_gloo_processes_train_like_one_and_shard_seeds(tmp_path, digits):
 
 # -- features and reference statistics ------------------------------------------------------------
 
-
 @pytest.fixture(scope="module")
 def classifier(digits):
     train_set, _ = digits
@@ -174,9 +154,7 @@ def test_feature_classifier_learns_digits_and_reference_stats_are_cached(tmp_pat
     features = ClassifierFeatures(classifier)
     acc = float((features.predict(held.data) == held.labels).double().mean())
     assert acc > 0.9, acc
-    ref = reference_statistics(
-        features, train_set.data, held.data, tag="t", cache=tmp_path, held_out_labels=held.labels
-    )
+    ref = reference_statistics(features, train_set.data, held.data, tag="t", cache=tmp_path, held_out_labels=held.labels)
     again = reference_statistics(features, train_set.data, held.data, tag="t", cache=tmp_path)
     assert again.floor == ref.floor and torch.equal(again.mu, ref.mu) and again.held_out_accuracy == acc
     assert len(list(tmp_path.glob("reference-*.npz"))) == 1
@@ -213,87 +191,28 @@ def test_torchscript_feature_extractor(tmp_path):
 
 # -- commands ---------------------------------------------------------------------------------------
 
-
 def test_train_sample_eval_commands(tmp_path, capsys, monkeypatch):
     from samplerlab.cli import main
 
     monkeypatch.setenv("SAMPLERLAB_THREADS", "1")
     run = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        "digits",
-        "--steps",
-        "4",
-        "--batch-size",
-        "8",
-        "--channels",
-        "8",
-        "--channel-mult",
-        "1,2",
-        "--checkpoint-every",
-        "2",
-        "--out",
-        str(run),
-        "--no-progress",
-    ]
+    args = ["train", "--data", "digits", "--steps", "4", "--batch-size", "8", "--channels", "8", "--channel-mult", "1,2",
+            "--checkpoint-every", "2", "--out", str(run), "--no-progress"]
     assert main(args) == 0 and "trained to step 4" in capsys.readouterr().out
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
     meta = json.loads((run / "checkpoint.json").read_text())
     assert meta["data"] == {"name": "digits", "params": {}, "held_out": 0.2, "split_seed": 0}
 
-    assert (
-        main(
-            [
-                "sample",
-                "--checkpoint",
-                str(run),
-                "--solver",
-                "heun",
-                "--steps",
-                "3",
-                "--cfg",
-                "2",
-                "--seeds",
-                "0-5",
-                "--class-label",
-                "7",
-                "--out",
-                str(tmp_path / "grid.png"),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["sample", "--checkpoint", str(run), "--solver", "heun", "--steps", "3", "--cfg", "2", "--seeds", "0-5",
+                 "--class-label", "7", "--out", str(tmp_path / "grid.png"), "--no-progress"]) == 0
     assert "6 samples" in capsys.readouterr().out and (tmp_path / "grid.png").exists()
     assert main(["sample", "--checkpoint", str(run), "--class-label", "10", "--no-progress"]) == 2
     assert "classes 0-9" in capsys.readouterr().err
     assert main(["sample", "--no-progress"]) == 2 and "give one model" in capsys.readouterr().err
 
     cache = tmp_path / "cache"
-    assert (
-        main(
-            [
-                "eval",
-                "--checkpoint",
-                str(run),
-                "--solvers",
-                "euler,heun",
-                "--nfe",
-                "3,5",
-                "--cfg",
-                "1,2",
-                "--samples",
-                "40",
-                "--cache",
-                str(cache),
-                "--out",
-                str(tmp_path / "eval"),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["eval", "--checkpoint", str(run), "--solvers", "euler,heun", "--nfe", "3,5", "--cfg", "1,2",
+                 "--samples", "40", "--cache", str(cache), "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "real-vs-real floor" in out and "| heun | 5 | 3 | 5 | 2 |" in out
     rows = json.loads((tmp_path / "eval" / "results.json").read_text())["rows"]
@@ -306,29 +225,8 @@ def test_train_sample_eval_commands(tmp_path, capsys, monkeypatch):
     assert "3 held-out digits images" in out and "bits/dim" in out and "standard error per image" in out
 
     toy = tmp_path / "toy"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                "moons",
-                "--samples",
-                "64",
-                "--steps",
-                "2",
-                "--batch-size",
-                "8",
-                "--hidden",
-                "8",
-                "--depth",
-                "1",
-                "--out",
-                str(toy),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "--data", "moons", "--samples", "64", "--steps", "2", "--batch-size", "8", "--hidden", "8",
+                 "--depth", "1", "--out", str(toy), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(toy), "--no-progress"]) == 2
     assert "needs an image model" in capsys.readouterr().err

@@ -1,3 +1,4 @@
+
 import pytest
 import torch
 
@@ -27,12 +28,8 @@ def test_sliced_w2_of_a_translation_is_exact():
 
 def test_sliced_w2_floor_shrinks_with_samples():
     m = make_problem("ring").model
-    small = sliced_wasserstein2(
-        m.sample(200, torch.Generator().manual_seed(1)), m.sample(200, torch.Generator().manual_seed(2))
-    )
-    large = sliced_wasserstein2(
-        m.sample(20000, torch.Generator().manual_seed(1)), m.sample(20000, torch.Generator().manual_seed(2))
-    )
+    small = sliced_wasserstein2(m.sample(200, torch.Generator().manual_seed(1)), m.sample(200, torch.Generator().manual_seed(2)))
+    large = sliced_wasserstein2(m.sample(20000, torch.Generator().manual_seed(1)), m.sample(20000, torch.Generator().manual_seed(2)))
     assert large < small / 3
 
 

@@ -11,11 +11,9 @@ from samplerlab.processes import OUVE
 from samplerlab.sampling import sample
 from samplerlab.solvers import make_solver
 
-CLEAN = GaussianMixture(
-    torch.tensor([0.4, 0.6], dtype=torch.float64),
-    torch.tensor([[-0.3, 0.2], [0.4, -0.1]], dtype=torch.float64),
-    torch.tensor([[0.02, 0.05], [0.04, 0.01]], dtype=torch.float64),
-)
+CLEAN = GaussianMixture(torch.tensor([0.4, 0.6], dtype=torch.float64),
+                        torch.tensor([[-0.3, 0.2], [0.4, -0.1]], dtype=torch.float64),
+                        torch.tensor([[0.02, 0.05], [0.04, 0.01]], dtype=torch.float64))
 JOINT = JointGaussianMixture.clean_plus_noise(CLEAN, torch.tensor([0.05, 0.05], dtype=torch.float64))
 
 

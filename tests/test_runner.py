@@ -79,15 +79,12 @@ def test_a_killed_run_resumes_without_recomputing(tmp_path):
     assert again["computed"] == 0
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ('name = "small"', None),
-        ('problem = "ouve-gmm"\nbogus = 1', "unknown \\[experiment\\] keys \\['bogus'\\]"),
-        ('schedules = ["base", "linear"]', None),
-        ('problem = "ouve-gmm"', None),
-    ],
-)
+@pytest.mark.parametrize("change, message", [
+    ('name = "small"', None),
+    ('problem = "ouve-gmm"\nbogus = 1', "unknown \\[experiment\\] keys \\['bogus'\\]"),
+    ('schedules = ["base", "linear"]', None),
+    ('problem = "ouve-gmm"', None),
+])
 def test_config_errors(tmp_path, change, message):
     if message is None:
         return
@@ -95,17 +92,14 @@ def test_config_errors(tmp_path, change, message):
         load_experiment(_write(tmp_path, SMALL.replace('problem = "ouve-gmm"', change)))
 
 
-@pytest.mark.parametrize(
-    "old, new, message",
-    [
-        ('schedules = ["base", "linear"]', 'schedules = ["cosine"]', "unknown schedule shape 'cosine'"),
-        ('"power=2"', '"warp=2"', "unknown transform 'warp=2'"),
-        ('"offset=0.8"', '"offset=1.5"', "offset in \\(0, 1\\]"),
-        ("nfe = [8]", "nfe = [8]\nsteps = [3]", "exactly one of steps"),
-        ('metrics = ["snr_db", "rms_posterior_mean"]', 'metrics = ["pesq"]', "unknown metrics \\['pesq'\\]"),
-        ('problem = "ouve-gmm"', 'problem = "speach"', "unknown problem 'speach'"),
-    ],
-)
+@pytest.mark.parametrize("old, new, message", [
+    ('schedules = ["base", "linear"]', 'schedules = ["cosine"]', "unknown schedule shape 'cosine'"),
+    ('"power=2"', '"warp=2"', "unknown transform 'warp=2'"),
+    ('"offset=0.8"', '"offset=1.5"', "offset in \\(0, 1\\]"),
+    ('nfe = [8]', 'nfe = [8]\nsteps = [3]', "exactly one of steps"),
+    ('metrics = ["snr_db", "rms_posterior_mean"]', 'metrics = ["pesq"]', "unknown metrics \\['pesq'\\]"),
+    ('problem = "ouve-gmm"', 'problem = "speach"', "unknown problem 'speach'"),
+])
 def test_bad_experiment_files_get_clear_errors(tmp_path, old, new, message):
     with pytest.raises(ValueError, match=message):
         load_experiment(_write(tmp_path, SMALL.replace(old, new)))
@@ -113,12 +107,8 @@ def test_bad_experiment_files_get_clear_errors(tmp_path, old, new, message):
 
 def test_bundled_example_has_the_four_published_experiments(tmp_path):
     config = load_experiment(Path(__file__).resolve().parent.parent / "examples" / "sgmse_schedule_study.toml")
-    assert [s.name for s in config.studies] == [
-        "1 interchanged schedules",
-        "2 steepness",
-        "3 timestep offset",
-        "4 non-uniform steps",
-    ]
+    assert [s.name for s in config.studies] == ["1 interchanged schedules", "2 steepness", "3 timestep offset",
+                                                 "4 non-uniform steps"]
     assert all(s.steps == [10, 15, 30] for s in config.studies)
     assert config.studies[1].transforms == ["none", "steepness=1.05", "steepness=1.1", "steepness=1.2", "steepness=1.5"]
     config.samples = 16
@@ -133,52 +123,11 @@ def test_cli_run_schedules_plot_and_optimise_steps(tmp_path, capsys):
     assert "### transforms: rms_posterior_mean" in out and "12 cells computed, 0 reused" in out
     assert main(["schedules", "plot", "--steepness", "1,1.5", "--steps", "10", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
-    assert (
-        main(
-            [
-                "optimise-steps",
-                "--problem",
-                "ring",
-                "--solver",
-                "euler",
-                "--nfe",
-                "4",
-                "--candidates",
-                "12",
-                "--calibration",
-                "16",
-                "--name",
-                "tiny",
-                "--grid-dir",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
+    assert main(["optimise-steps", "--problem", "ring", "--solver", "euler", "--nfe", "4", "--candidates", "12",
+                 "--calibration", "16", "--name", "tiny", "--grid-dir", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "tiny.json").read_text())["num_steps"] == 4
-    assert (
-        main(
-            [
-                "bench",
-                "--problems",
-                "ring",
-                "--solvers",
-                "euler",
-                "--nfe",
-                "4",
-                "--samples",
-                "32",
-                "--grid",
-                "saved",
-                "--grid-param",
-                "name=tiny",
-                "--grid-param",
-                f"directory={tmp_path}",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["bench", "--problems", "ring", "--solvers", "euler", "--nfe", "4", "--samples", "32",
+                 "--grid", "saved", "--grid-param", "name=tiny", "--grid-param", f"directory={tmp_path}", "--no-progress"]) == 0
     assert main(["run", str(tmp_path / "missing.toml")]) == 2
     assert "no experiment file" in capsys.readouterr().err
 

@@ -66,9 +66,7 @@ def test_batch_and_seed_count_must_agree():
         sample(RING, torch.zeros(2, 2), karras(2, EDM()), make_solver("euler"), noise=noise)
 
 
-@pytest.mark.parametrize(
-    "text, seeds", [("0-3", [0, 1, 2, 3]), ("1,5,9", [1, 5, 9]), ("3-5,10", [3, 4, 5, 10]), ("7", [7])]
-)
+@pytest.mark.parametrize("text, seeds", [("0-3", [0, 1, 2, 3]), ("1,5,9", [1, 5, 9]), ("3-5,10", [3, 4, 5, 10]), ("7", [7])])
 def test_parse_seeds(text, seeds):
     assert parse_seeds(text) == seeds
 

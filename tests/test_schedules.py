@@ -24,8 +24,7 @@ def test_steepness_one_is_the_plain_normalised_shape(shape):
     f = make_shape(shape).f
     tau = torch.linspace(0.03, 1.0, 50, dtype=torch.float64)
     plain = 0.05 + 1.95 * (f(tau) - f(torch.tensor(0.03, dtype=torch.float64))) / (
-        f(torch.tensor(1.0, dtype=torch.float64)) - f(torch.tensor(0.03, dtype=torch.float64))
-    )
+        f(torch.tensor(1.0, dtype=torch.float64)) - f(torch.tensor(0.03, dtype=torch.float64)))
     assert torch.allclose(Schedule(make_shape(shape), 0.05, 2.0, 0.03, 1.0).sigma(tau), plain)
 
 
@@ -64,13 +63,8 @@ def test_scheduled_process_moments_are_consistent(shape):
     """The swapped process's s^2 sigma^2 solves dVar/dt = 2 f Var + g^2, as every process must."""
     p = ScheduledProcess.swap(OUVE(), shape, 1.2)
     ta, tb = 0.1, 1.0
-    sol = solve_ivp(
-        lambda t, v: [2 * float(p.drift(t)) * v[0] + float(p.diffusion(t)) ** 2],
-        (ta, tb),
-        [float(p.marginal_std(ta)) ** 2],
-        rtol=1e-10,
-        atol=1e-14,
-    )
+    sol = solve_ivp(lambda t, v: [2 * float(p.drift(t)) * v[0] + float(p.diffusion(t)) ** 2], (ta, tb),
+                    [float(p.marginal_std(ta)) ** 2], rtol=1e-10, atol=1e-14)
     assert sol.y[0, -1] == pytest.approx(float(p.marginal_std(tb)) ** 2, rel=1e-6)
     assert p.sigma_min == pytest.approx(OUVE().sigma_min) and p.sigma_max == pytest.approx(OUVE().sigma_max)
 

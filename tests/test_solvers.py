@@ -1,6 +1,7 @@
 """Solvers against exact answers: convergence orders on a Gaussian whose probability-flow ODE is
 closed form, moment matching for stochastic solvers, exact equivalences, and a contract suite."""
 
+
 import numpy as np
 import pytest
 import torch
@@ -34,20 +35,12 @@ def fitted_order(solver, process, grid_fn, steps=(32, 64, 128, 256)):
 
 
 CASES = [
-    ("euler", EDM(), karras),
-    ("heun", EDM(), karras),
-    ("ddim", EDM(), karras),
-    ("euler", VPLinear(), uniform_time),
-    ("heun", VPLinear(), uniform_time),
-    ("ddim", VPLinear(), uniform_time),
-    ("euler", VPCosine(), karras),
-    ("heun", VPCosine(), karras),
-    ("euler", SubVP(), uniform_time),
-    ("heun", SubVP(), uniform_time),
-    ("euler", OUVE(), uniform_time),
-    ("heun", OUVE(), uniform_time),
-    ("euler", VE(), karras),
-    ("heun", VE(), karras),
+    ("euler", EDM(), karras), ("heun", EDM(), karras), ("ddim", EDM(), karras),
+    ("euler", VPLinear(), uniform_time), ("heun", VPLinear(), uniform_time), ("ddim", VPLinear(), uniform_time),
+    ("euler", VPCosine(), karras), ("heun", VPCosine(), karras),
+    ("euler", SubVP(), uniform_time), ("heun", SubVP(), uniform_time),
+    ("euler", OUVE(), uniform_time), ("heun", OUVE(), uniform_time),
+    ("euler", VE(), karras), ("heun", VE(), karras),
 ]
 
 
@@ -80,9 +73,8 @@ def test_euler_ancestral_is_ddim_with_same_eta_under_edm(eta):
 
 # -- stochastic solvers reproduce the target distribution ---------------------------------
 
-TARGET = GaussianMixture.gaussian(
-    torch.tensor([0.5, -0.3], dtype=torch.float64), torch.tensor([[0.30, 0.10], [0.10, 0.20]], dtype=torch.float64)
-)
+TARGET = GaussianMixture.gaussian(torch.tensor([0.5, -0.3], dtype=torch.float64),
+                                  torch.tensor([[0.30, 0.10], [0.10, 0.20]], dtype=torch.float64))
 
 STOCHASTIC = [
     ("euler-maruyama", {}, EDM(), karras),

@@ -21,10 +21,8 @@ from samplerlab.speech.corpus import CorpusConfig, coloured_noise, make_corpus, 
 from samplerlab.speech.data import find_pairs, find_speech_pairs, find_voicebank_pairs, load_pair
 from samplerlab.speech.gaussian import GaussianSpeechPrior, fit_gaussian_prior
 
-needs_espeak = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None,
-    reason="espeak-ng is not installed (.ci/run installs it: apt-get install espeak-ng)",
-)
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng is not installed (.ci/run installs it: apt-get install espeak-ng)")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +35,6 @@ def corpus(tmp_path_factory):
 
 
 # -- corpus -------------------------------------------------------------------------------------------
-
 
 @needs_espeak
 def test_corpus_layout_determinism_and_snr(corpus, tmp_path):
@@ -88,7 +85,6 @@ def test_bad_corpus_settings():
 
 
 # -- loaders ------------------------------------------------------------------------------------------
-
 
 def _write(path, seconds=0.1, rate=16000, seed=0):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,17 +224,13 @@ def test_utterance_noise_estimate_of_stationary_noise_with_intermittent_speech()
     assert float(ratio.std()) < 0.25  # 40 frames per bin: relative s.e. 1 / sqrt(40) = 0.16
 
 
-@pytest.mark.parametrize(
-    "solver, params, steps, final_denoise, rtol",
-    [
-        ("heun", {}, 200, False, 0.05),
-        ("pc", {"predictor": "reverse-diffusion", "corrector": "none"}, 400, False, 0.05),
-        ("pc", {"predictor": "reverse-diffusion", "corrector": "none"}, 400, True, 0.05),
-        # SGMSE+'s corrector: unadjusted Langevin with step eps = (s sigma)^2 / 2 inflates a Gaussian's variance V
-        # by 1 / (1 - eps / 2V) per step; over the grid that leaves +2 % to +10 % (the narrowest bin) here
-        ("pc", {"predictor": "reverse-diffusion", "corrector": "annealed-langevin", "snr": 0.5}, 400, True, 0.15),
-    ],
-)
+@pytest.mark.parametrize("solver, params, steps, final_denoise, rtol", [
+    ("heun", {}, 200, False, 0.05),
+    ("pc", {"predictor": "reverse-diffusion", "corrector": "none"}, 400, False, 0.05),
+    ("pc", {"predictor": "reverse-diffusion", "corrector": "none"}, 400, True, 0.05),
+    # SGMSE+'s corrector: unadjusted Langevin with step eps = (s sigma)^2 / 2 inflates a Gaussian's variance V
+    # by 1 / (1 - eps / 2V) per step; over the grid that leaves +2 % to +10 % (the narrowest bin) here
+    ("pc", {"predictor": "reverse-diffusion", "corrector": "annealed-langevin", "snr": 0.5}, 400, True, 0.15)])
 def test_sampling_the_residual_recovers_the_gaussian_posterior(solver, params, steps, final_denoise, rtol):
     """Started from the true OUVE marginal at T, any solver's samples of u with the exact D, mapped back by
     x = u / s + y, have the posterior's mean W y and variance P / 2 per real component, plus sigma_end^2:
@@ -251,21 +243,11 @@ def test_sampling_the_residual_recovers_the_gaussian_posterior(solver, params, s
     process = OUVE()
     grid = uniform_time(steps, process, final_zero=final_denoise)
     sig_T = float(grid[0])
-    u0 = (
-        prior.posterior_mean(y)
-        - y
-        + (prior.posterior_var / 2).sqrt().reshape(1, 1, F, 1) * torch.randn(y.shape, generator=g, dtype=torch.float64)
-    )
+    u0 = prior.posterior_mean(y) - y + (prior.posterior_var / 2).sqrt().reshape(1, 1, F, 1) * torch.randn(
+        y.shape, generator=g, dtype=torch.float64)
     u_T = float(process.scale(sig_T)) * (u0 + sig_T * torch.randn(y.shape, generator=g, dtype=torch.float64))
-    u = sample(
-        prior,
-        u_T,
-        grid,
-        make_solver(solver, **params),
-        process=process,
-        noise=SampleNoise(range(n), dtype=torch.float64),
-        cond={"y": y},
-    ).x
+    u = sample(prior, u_T, grid, make_solver(solver, **params), process=process,
+               noise=SampleNoise(range(n), dtype=torch.float64), cond={"y": y}).x
     x = u / float(process.scale(float(grid[-1]))) + y
     want_mean = prior.posterior_mean(y)[0]
     half_p, s_e = prior.posterior_var / 2, float(grid[-2] if final_denoise else grid[-1])
@@ -295,7 +277,6 @@ def test_fitted_prior_has_one_variance_per_bin(corpus):
 
 # -- metrics ------------------------------------------------------------------------------------------
 
-
 def test_si_sdr_closed_form_and_invariance():
     g = np.random.default_rng(0)
     s = g.standard_normal(8000)
@@ -324,57 +305,21 @@ def test_pesq_and_stoi_rank_clean_above_noisy(corpus):
 
 # -- commands -----------------------------------------------------------------------------------------
 
-
 @needs_espeak
 def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
     from samplerlab.cli import main
 
     out = tmp_path / "enh"
-    assert (
-        main(
-            [
-                "enhance",
-                str(corpus / "test" / "noisy"),
-                "--corpus",
-                str(corpus),
-                "--prior-mode",
-                "adaptive",
-                "--steps",
-                "5",
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--prior-mode", "adaptive",
+                 "--steps", "5", "--out", str(out), "--no-progress"]) == 0
     assert "real-time factor" in capsys.readouterr().out
-    assert sorted(p.name for p in out.glob("*.wav")) == sorted(
-        p.name for p in (corpus / "test" / "noisy").glob("*.wav")
-    )
+    assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in (corpus / "test" / "noisy").glob("*.wav"))
     assert (corpus / "gaussian_prior.npz").exists()  # fitted once, cached in the corpus
-    assert (
-        main(
-            [
-                "speech",
-                "eval",
-                "--clean",
-                str(corpus / "test" / "clean"),
-                "--noisy",
-                str(corpus / "test" / "noisy"),
-                "--enhanced",
-                str(out),
-                "--out",
-                str(tmp_path / "m.json"),
-            ]
-        )
-        == 0
-    )
+    assert main(["speech", "eval", "--clean", str(corpus / "test" / "clean"), "--noisy", str(corpus / "test" / "noisy"),
+                 "--enhanced", str(out), "--out", str(tmp_path / "m.json")]) == 0
     text = capsys.readouterr().out
     assert "| noisy (3 files) |" in text and "| enhanced (3 files) |" in text
-    assert set(json.loads((tmp_path / "m.json").read_text())["enhanced"]) == set(
-        available_metrics()
-    )  # + warpq where installed
+    assert set(json.loads((tmp_path / "m.json").read_text())["enhanced"]) == set(available_metrics())  # + warpq where installed
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(find_pairs(corpus, "test")[0].noisy, one / "a.wav")
@@ -387,27 +332,12 @@ def test_enhance_and_speech_eval_commands(corpus, tmp_path, capsys):
     assert "ckpt: no such checkpoint folder" in capsys.readouterr().err
     assert main(["enhance", str(corpus / "test" / "noisy"), "--prior-mode", "stationary", "--no-progress"]) == 2
     assert "stationary Gaussian prior needs a corpus" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "enhance",
-                str(corpus / "test" / "noisy"),
-                "--corpus",
-                str(corpus),
-                "--solver",
-                "heun",
-                "--snr",
-                "0.3",
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+    assert main(["enhance", str(corpus / "test" / "noisy"), "--corpus", str(corpus), "--solver", "heun", "--snr", "0.3",
+                 "--no-progress"]) == 2
     assert "has no snr parameter" in capsys.readouterr().err
 
 
 # -- the study runner on speech -----------------------------------------------------------------------
-
 
 def test_example_speech_study_file_is_valid():
     from pathlib import Path
@@ -424,15 +354,10 @@ def test_runner_enhances_a_speech_corpus_and_resumes(corpus, tmp_path):
     from samplerlab.experiments.config import ExperimentConfig, StudyConfig
     from samplerlab.experiments.runner import run_experiment
 
-    config = ExperimentConfig(
-        name="mini",
-        problem="speech",
-        process="ouve",
-        corpus=str(corpus),
-        files=2,
-        metrics=["si_sdr", "estoi"],
-        studies=[StudyConfig("s", ["pc:corrector=annealed-langevin:snr=0.5"], ["base", "ve"], steps=[4])],
-    )
+    config = ExperimentConfig(name="mini", problem="speech", process="ouve", corpus=str(corpus), files=2,
+                              metrics=["si_sdr", "estoi"],
+                              studies=[StudyConfig("s", ["pc:corrector=annealed-langevin:snr=0.5"], ["base", "ve"],
+                                                   steps=[4])])
     summary = run_experiment(config, tmp_path / "run", progress=False)
     assert summary["computed"] == 2
     lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
@@ -448,13 +373,10 @@ def test_runner_enhances_a_speech_corpus_and_resumes(corpus, tmp_path):
     with pytest.raises(ValueError, match="unknown metrics \\['snr_db'\\]"):
         ExperimentConfig(name="x", problem="speech", corpus="c", metrics=["snr_db"], studies=config.studies).validate()
     with pytest.raises(ValueError, match="need dnsmos = 'DIR'"):
-        ExperimentConfig(
-            name="x", problem="speech", corpus="c", metrics=["dnsmos_ovrl"], studies=config.studies
-        ).validate()
+        ExperimentConfig(name="x", problem="speech", corpus="c", metrics=["dnsmos_ovrl"], studies=config.studies).validate()
 
 
 # -- the trainable score network ------------------------------------------------------------------------
-
 
 @needs_espeak
 def test_crop_source_gives_residual_crops(corpus):
@@ -481,47 +403,16 @@ def test_speech_train_resumes_and_its_checkpoint_enhances(corpus, tmp_path, caps
     from samplerlab.cli import main
 
     monkeypatch.setenv("SAMPLERLAB_THREADS", "1")
-    args = [
-        "speech",
-        "train",
-        "--corpus",
-        str(corpus),
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--crop",
-        "16",
-        "--channels",
-        "8",
-        "--channel-mult",
-        "1,2,2,2",
-        "--out",
-        str(tmp_path / "net"),
-        "--no-progress",
-    ]
+    args = ["speech", "train", "--corpus", str(corpus), "--steps", "2", "--batch-size", "2", "--crop", "16",
+            "--channels", "8", "--channel-mult", "1,2,2,2", "--out", str(tmp_path / "net"), "--no-progress"]
     assert main(args) == 0 and "trained to step 2" in capsys.readouterr().out
     meta = json.loads((tmp_path / "net" / "checkpoint.json").read_text())
     assert meta["config"]["sigma_distribution"] == "ouve" and meta["config"]["net"] == "speech-unet"
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(find_pairs(corpus, "test")[0].noisy, one / "a.wav")
-    assert (
-        main(
-            [
-                "enhance",
-                str(one),
-                "--model",
-                str(tmp_path / "net"),
-                "--steps",
-                "2",
-                "--out",
-                str(tmp_path / "enh"),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["enhance", str(one), "--model", str(tmp_path / "net"), "--steps", "2", "--out", str(tmp_path / "enh"),
+                 "--no-progress"]) == 0
     assert "the network in" in capsys.readouterr().out
     enhanced, noisy = load_pair(find_pairs(corpus, "test")[0].__class__("a", tmp_path / "enh" / "a.wav", one / "a.wav"))
     assert enhanced.shape == noisy.shape and bool(torch.isfinite(enhanced).all())
@@ -529,41 +420,13 @@ def test_speech_train_resumes_and_its_checkpoint_enhances(corpus, tmp_path, caps
     from samplerlab.experiments.config import ExperimentConfig, StudyConfig
     from samplerlab.experiments.runner import run_experiment
 
-    config = ExperimentConfig(
-        name="net",
-        problem="speech",
-        process="ouve",
-        corpus=str(corpus),
-        files=1,
-        model=str(tmp_path / "net"),
-        metrics=["si_sdr"],
-        studies=[StudyConfig("s", ["pc:corrector=annealed-langevin:snr=0.5"], steps=[2])],
-    )
+    config = ExperimentConfig(name="net", problem="speech", process="ouve", corpus=str(corpus), files=1,
+                              model=str(tmp_path / "net"), metrics=["si_sdr"],
+                              studies=[StudyConfig("s", ["pc:corrector=annealed-langevin:snr=0.5"], steps=[2])])
     assert run_experiment(config, tmp_path / "study", progress=False)["computed"] == 1
     toy = tmp_path / "toy"
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                "moons",
-                "--samples",
-                "64",
-                "--steps",
-                "1",
-                "--batch-size",
-                "8",
-                "--hidden",
-                "8",
-                "--depth",
-                "1",
-                "--out",
-                str(toy),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(["train", "--data", "moons", "--samples", "64", "--steps", "1", "--batch-size", "8", "--hidden", "8",
+                 "--depth", "1", "--out", str(toy), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["enhance", str(one), "--model", str(toy), "--no-progress"]) == 2
     assert "not a speech score network" in capsys.readouterr().err

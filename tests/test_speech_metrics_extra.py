@@ -19,14 +19,12 @@ def _write_model(folder, name="sig_bak_ovr.onnx"):
 
     x = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, None])
     y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])
-    nodes = [
-        helper.make_node("Mul", ["input_1", "input_1"], ["sq"]),
-        helper.make_node("ReduceMean", ["sq"], ["a"], axes=[1], keepdims=1),
-        helper.make_node("Abs", ["input_1"], ["ab"]),
-        helper.make_node("ReduceMean", ["ab"], ["b"], axes=[1], keepdims=1),
-        helper.make_node("ReduceMax", ["input_1"], ["c"], axes=[1], keepdims=1),
-        helper.make_node("Concat", ["a", "b", "c"], ["scores"], axis=1),
-    ]
+    nodes = [helper.make_node("Mul", ["input_1", "input_1"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq"], ["a"], axes=[1], keepdims=1),
+             helper.make_node("Abs", ["input_1"], ["ab"]),
+             helper.make_node("ReduceMean", ["ab"], ["b"], axes=[1], keepdims=1),
+             helper.make_node("ReduceMax", ["input_1"], ["c"], axes=[1], keepdims=1),
+             helper.make_node("Concat", ["a", "b", "c"], ["scores"], axis=1)]
     model = helper.make_model(helper.make_graph(nodes, "p835", [x], [y]), opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,10 +38,8 @@ def _write_p808(folder):
 
     x = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [1, None, 120])
     y = helper.make_tensor_value_info("mos", TensorProto.FLOAT, [1, 1])
-    nodes = [
-        helper.make_node("ReduceMean", ["input_1"], ["m"], axes=[1, 2], keepdims=0),
-        helper.make_node("Reshape", ["m", "shape"], ["mos"]),
-    ]
+    nodes = [helper.make_node("ReduceMean", ["input_1"], ["m"], axes=[1, 2], keepdims=0),
+             helper.make_node("Reshape", ["m", "shape"], ["mos"])]
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 1])
     graph = helper.make_graph(nodes, "p808", [x], [y], initializer=[shape])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -131,25 +127,8 @@ def test_speech_eval_command_reports_dnsmos_and_says_what_it_skipped(tmp_path, c
     sf.write(tmp_path / "clean" / "a.wav", clean, 16000)
     sf.write(tmp_path / "noisy" / "a.wav", clean + 0.05 * g.standard_normal(t.size), 16000)
     model = _write_model(tmp_path / "dnsmos")
-    assert (
-        main(
-            [
-                "speech",
-                "eval",
-                "--clean",
-                str(tmp_path / "clean"),
-                "--noisy",
-                str(tmp_path / "noisy"),
-                "--metrics",
-                "si_sdr,dnsmos_ovrl",
-                "--dnsmos",
-                str(model),
-                "--out",
-                str(tmp_path / "m.json"),
-            ]
-        )
-        == 0
-    )
+    assert main(["speech", "eval", "--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"),
+                 "--metrics", "si_sdr,dnsmos_ovrl", "--dnsmos", str(model), "--out", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
     assert "raw outputs" in out and "| noisy (1 files) |" in out
     got = json.loads((tmp_path / "m.json").read_text())["noisy"]["dnsmos_ovrl"]["mean"]
@@ -193,6 +172,4 @@ def test_dnsmos_scores_p808_when_its_model_is_there(tmp_path):
     segs = windows(wav.astype(np.float32))
     want = np.mean([p808_features(s[:-160]).mean() for s in segs])
     assert scores.windows == 2 and scores.p808 == pytest.approx(want, rel=1e-5)
-    assert speech_metrics(wav, wav, ["dnsmos_p808"], dnsmos=DNSMOS(folder))["dnsmos_p808"] == pytest.approx(
-        want, rel=1e-5
-    )
+    assert speech_metrics(wav, wav, ["dnsmos_p808"], dnsmos=DNSMOS(folder))["dnsmos_p808"] == pytest.approx(want, rel=1e-5)

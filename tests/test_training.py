@@ -59,16 +59,8 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 def test_a_short_training_run_learns_the_toy(tmp_path):
     data = make_toy("ring", 4096, seed=0).float()
-    cfg = TrainConfig(
-        steps=1500,
-        batch_size=256,
-        warmup=50,
-        checkpoint_every=10_000,
-        hidden=96,
-        depth=3,
-        sigma_data=0.75,
-        ema_decay=0.99,
-    )
+    cfg = TrainConfig(steps=1500, batch_size=256, warmup=50, checkpoint_every=10_000, hidden=96, depth=3,
+                      sigma_data=0.75, ema_decay=0.99)
     model, meta = train(data, cfg, tmp_path / "ring")
     assert sum(meta["losses"][-100:]) / 100 < sum(meta["losses"][:100]) / 100
     with torch.no_grad():
@@ -84,24 +76,8 @@ def test_a_short_training_run_learns_the_toy(tmp_path):
 def test_cli_train_resumes(tmp_path, capsys):
     from samplerlab.cli import main
 
-    args = [
-        "train",
-        "--data",
-        "moons",
-        "--samples",
-        "256",
-        "--steps",
-        "20",
-        "--batch-size",
-        "16",
-        "--hidden",
-        "16",
-        "--depth",
-        "1",
-        "--out",
-        str(tmp_path / "m"),
-        "--no-progress",
-    ]
+    args = ["train", "--data", "moons", "--samples", "256", "--steps", "20", "--batch-size", "16", "--hidden", "16",
+            "--depth", "1", "--out", str(tmp_path / "m"), "--no-progress"]
     assert main(args) == 0 and "trained to step 20" in capsys.readouterr().out
     assert main(args) == 0 and "trained to step 20" in capsys.readouterr().out  # nothing left to do
     assert main(["train", "--data", "cifar10", "--no-progress"]) == 2
