@@ -29,11 +29,19 @@ __all__ = ["UniPC", "BVariant"]
 
 
 class BVariant(enum.Enum):
+    """B(h) of the data-prediction UniPC, written with the positive step h = lambda_t - lambda_s.
+
+    Zhao et al. 2023 state B for the step variable of the form in use; the data-prediction form steps in
+    -h (its phi_1 term is e^{-h} - 1), so bh2's B(h) = e^{-h} - 1 there, entering the update with a minus
+    sign: + (1 - e^{-h}) here. With it UniP-2 is DPM-Solver++(2M) (tested). Both variants are O(h), and
+    bh2 is bounded by 1 where bh1 grows with h.
+    """
+
     BH1 = "bh1"  # B(h) = h
-    BH2 = "bh2"  # B(h) = e^h - 1
+    BH2 = "bh2"  # B(h) = 1 - e^{-h}
 
     def __call__(self, h: float) -> float:
-        return h if self is BVariant.BH1 else math.expm1(h)
+        return h if self is BVariant.BH1 else -math.expm1(-h)
 
 
 def _coefficients(rs: list[float], h: float, b_h: float) -> list[float]:
