@@ -109,6 +109,10 @@ class DPMSolver(HistorySolver):
     step, order k; order 1 is DDIM. Multistep (``multistep=True``) orders 2-3 (Lu et al. 2022b,
     Appendix): one model call per step, derivatives from the previous steps' outputs, first steps at
     lower order. ``lower_order_final`` lowers the order of the last steps when there are fewer than 15.
+
+    Few steps: singlestep orders 2-3 spend 2-3 calls per step, and at <= 10 NFE their 3-5 steps from sigma
+    80 give 3-2000x Euler's error (noise prediction extrapolates eps, which is large at high sigma); the
+    multistep form is within 3x of Euler there (tests/test_low_nfe.py).
     """
 
     order: int = 2
@@ -190,6 +194,10 @@ class DPMSolverPP(DPMSolver):
     Defaults to the multistep 2M (Alg. 2); ``order=3`` is 3M (third-order Taylor expansion of eq. 8
     with derivatives from backward differences); ``multistep=False`` gives the singlestep 2S (Alg. 1)
     and 3S. Order = ``order``; 1 model call per step multistep, ``order`` singlestep.
+
+    Few steps: on a sharp mixture (the bundled ring, mode std 0.03) extrapolating D across the steps in
+    which the modes separate overshoots: 2M is 3.6-4.3x Euler's error at NFE 5-6, 3M and 3S 3-7x up to
+    NFE 10; elsewhere they are within 3x of Euler or better (tests/test_low_nfe.py).
     """
 
     multistep: bool = True
