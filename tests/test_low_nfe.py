@@ -42,6 +42,8 @@ EXCEPTIONS = {
     **{(s, p): (NFES, _STAGES) for s in ("heun", "deis-rhork:tableau=heun", "deis-rhork:tableau=kutta3",
                                           "deis-rhork", "dpm-solver", "dpm-solver:order=3") for p in PROBLEMS},
     ("dpm-solver++", "ring"): ((5, 6), _SHARP),
+    ("dpm-solver:multistep=true", "ring"): ((5, 6), _SHARP),
+    ("dpm-solver:order=3:multistep=true", "ring"): ((5, 6), _SHARP),
     ("unipc", "ring"): ((5, 6), _SHARP),
     ("unipc:corrector=false", "ring"): ((5, 6), _SHARP),
     ("ipndm", "ring"): ((5, 6), _SHARP),

@@ -19,7 +19,7 @@ from .processes import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make
 from .sampling import SampleResult, StepRecord, generate, prior_sample, sample
 from .solvers import SOLVERS, make_solver
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GaussianMixture",
