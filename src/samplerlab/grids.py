@@ -126,10 +126,14 @@ def polyexponential(
     rho: float = 1.0,
     final_zero: bool = True,
 ) -> Tensor:
-    """log sigma_i = log sigma_max + (i/(N-1))^rho (log sigma_min - log sigma_max); rho = 1 is geometric."""
+    """log sigma_i = log sigma_min + (1 - i/(N-1))^rho (log sigma_max - log sigma_min): rho = 1 is geometric,
+    rho > 1 puts more levels near sigma_min. This is the polyexponential grid of Crowson's k-diffusion, where
+    the name comes from (until samplerlab 0.2.0 rho was applied to i/(N-1) instead, the opposite grid)."""
+    if not (rho > 0 and math.isfinite(rho)):
+        raise GridError(f"polyexponential rho must be a finite number > 0, got {rho!r}")
     lo, hi = _range(process, sigma_min, sigma_max)
-    r = _ramp(num_steps, final_zero) ** rho
-    levels = hi * torch.exp(r * math.log(lo / hi))
+    r = (1 - _ramp(num_steps, final_zero)) ** rho
+    levels = lo * torch.exp(r * math.log(hi / lo))
     return _finish(levels, final_zero, process, (lo, hi))
 
 

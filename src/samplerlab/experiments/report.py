@@ -27,14 +27,49 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2e}"
 
 
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-5 * max(abs(a), abs(b)))
+
+
+def alias_groups(rows: list[BenchRow]) -> dict[str, list[str]]:
+    """Fixed-step solver specs whose results agree everywhere (same counted NFE, every metric equal to 1e-5
+    relative, on every problem and budget): one sampler under several names, e.g. Euler and DDIM (eta 0),
+    or Euler ancestral and CRASH, under EDM. Maps the first of each group to all its names."""
+    results: dict[str, list] = {}
+    for r in rows:
+        if r.tolerance is None:
+            results.setdefault(r.solver, []).append((r.problem, r.nfe_budget, r.nfe, r.rms_ode, r.sw2, r.nll_gap))
+    groups: dict[str, list[str]] = {}
+    for spec, res in results.items():
+        for head in groups:
+            other = results[head]
+            if len(other) == len(res) and all(
+                a[:3] == b[:3] and all(_same(x, y) for x, y in zip(a[3:], b[3:])) for a, b in zip(other, res)
+            ):
+                groups[head].append(spec)
+                break
+        else:
+            groups[spec] = [spec]
+    return groups
+
+
+def _aliased(aliases: dict[str, str]) -> set[str]:
+    """Every name that is a later member of an alias group (its row is shown under the group's first)."""
+    return {n for label in aliases.values() for n in label.split(" = ")[1:]}
+
+
 def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: list[BenchRow]) -> str:
     """One block per problem: for each metric a solver x NFE table; '(9)' marks a counted NFE
-    that differs from the budget, '—' a cell that does not apply or was skipped."""
+    that differs from the budget, '—' a cell that does not apply or was skipped. Solvers that gave the same
+    results everywhere are one row, labelled with all their names ('euler = ddim')."""
     out = io.StringIO()
     budgets = list(config.nfes)
-    solvers = list(dict.fromkeys(r.solver for r in rows if r.tolerance is None))
+    groups = alias_groups(rows)
+    solvers = list(groups)
     adaptive = list(dict.fromkeys(r.solver for r in rows if r.tolerance is not None))
-    width = max(len(s) for s in solvers + adaptive + ["solver"]) + 2
+    width = max(len(s) for s in [" = ".join(g) for g in groups.values()] + adaptive + ["solver"]) + 2
     grid = config.grid + (
         f"({', '.join(f'{k}={v}' for k, v in config.grid_params.items())})" if config.grid_params else ""
     )
@@ -49,7 +84,7 @@ def format_bench(config: BenchConfig, summaries: list[ProblemSummary], rows: lis
             out.write(f"{title}{extra}\n")
             out.write("solver".ljust(width) + "".join(f"NFE {b}".rjust(14) for b in budgets) + "\n")
             for s in solvers:
-                line = s.ljust(width)
+                line = " = ".join(groups[s]).ljust(width)
                 for b in budgets:
                     r = cells.get((s, b))
                     text = "—" if r is None else _fmt(getattr(r, metric))
@@ -129,9 +164,10 @@ def plot_bench(path: str | Path, summaries: list[ProblemSummary], rows: list[Ben
     fig, axes = plt.subplots(
         len(summaries), len(metrics), figsize=(5.0 * len(metrics), 4.2 * len(summaries)), squeeze=False
     )
+    aliases = {name: " = ".join(names) for name, names in alias_groups(rows).items()}
     for i, summary in enumerate(summaries):
         prow = [r for r in rows if r.problem == summary.name and r.nfe is not None]
-        solvers = list(dict.fromkeys(r.solver for r in prow))
+        solvers = [s for s in dict.fromkeys(r.solver for r in prow) if s in aliases or s not in _aliased(aliases)]
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
             for k, s in enumerate(solvers):
@@ -140,11 +176,10 @@ def plot_bench(path: str | Path, summaries: list[ProblemSummary], rows: list[Ben
                 )
                 pts = [(n, v) for n, v in pts if math.isfinite(v)]
                 if pts:
-                    # distinct styles so solvers with identical results (Euler, DDIM under EDM) stay visible
                     ax.plot(
                         [p[0] for p in pts],
                         [abs(p[1]) for p in pts],
-                        label=s,
+                        label=aliases.get(s, s),
                         marker="os^vDxP*"[k % 8],
                         linestyle=["-", "--", ":", "-."][k % 4],
                         alpha=0.85,
