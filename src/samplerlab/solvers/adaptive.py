@@ -30,10 +30,10 @@ class PIController:
     err_floor: float = 1e-10  # a zero error would ask for an infinite step
 
     @classmethod
-    def for_order(cls, order: int, safety: float = 0.9) -> "PIController":
+    def for_order(cls, order: int, safety: float = 0.9, factor_max: float = 5.0) -> "PIController":
         """Gustafsson's PI gains for an embedded pair of order ``order``: alpha = 0.7 / p, beta = 0.4 / p on
-        accepted steps, 1 / p on rejected ones, factor in [0.2, 5] (Hairer & Wanner II, IV.2)."""
-        return cls(0.7 / order, 0.4 / order, 1 / order, safety, 0.2, 5.0)
+        accepted steps, 1 / p on rejected ones, factor in [0.2, factor_max] (Hairer & Wanner II, IV.2)."""
+        return cls(0.7 / order, 0.4 / order, 1 / order, safety, 0.2, factor_max)
 
     def factor(self, err: Tensor, err_prev: Tensor, accept: Tensor) -> tuple[Tensor, Tensor]:
         """(step-size factor per sample, err floored): the floored err is the next call's err_prev."""
