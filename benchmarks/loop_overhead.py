@@ -1,11 +1,12 @@
-"""Per-step overhead of samplerlab's loop against a hand-written loop, on a cheap exact model.
+"""Per-step overhead of samplerlab's loop and solvers, model time excluded, on a cheap exact model.
 
 Prints microseconds per step for:
   baseline-euler     a bare Euler loop in sigma calling the model directly
   samplerlab-euler   sample() with the Euler solver (process lookups, NFE counter, callbacks off)
   baseline-noise     one batched torch.randn per step
   samplerlab-noise   per-sample seeded streams (what makes a sample independent of its batch)
-and the ratios samplerlab / baseline.
+then, for every multistep and exponential solver, its bookkeeping per model call (wall time minus model
+time, over the counted NFE) and the ratio to Euler's, measured in the same run.
 """
 
 from __future__ import annotations
@@ -17,10 +18,30 @@ import torch
 from samplerlab.grids import karras
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
-from samplerlab.processes import EDM
+from samplerlab.processes import EDM, VPLinear
 from samplerlab.sampling import prior_sample, sample
-from samplerlab.solvers import make_solver
+from samplerlab.solvers import make_solver, solver_from_spec
 from timing import best_of  # benchmarks/timing.py
+
+MULTISTEP = ("euler", "dpm-solver++", "dpm-solver++:order=3", "dpm-solver:multistep=true:order=3", "deis-tab",
+             "deis-rhoab", "lms", "ipndm", "unipc", "unipc:order=3")
+
+
+def overheads(problem: str, batch: int, steps: int, repeats: int, process) -> list[tuple[str, float]]:
+    """(spec, microseconds outside the model per counted NFE), the best of ``repeats`` runs."""
+    model = make_problem(problem).model.to(torch.float32)
+    grid = karras(steps, process)
+    x_T = prior_sample(process, float(grid[0]), SampleNoise(range(batch)), (model.dim,))
+    out = []
+    for spec in MULTISTEP:
+        solver = solver_from_spec(spec)
+        best = float("inf")
+        for _ in range(repeats):
+            noise = SampleNoise(range(batch)) if solver.stochastic else None
+            r = sample(model, x_T, grid, solver, process=process, noise=noise)
+            best = min(best, (r.wall_seconds - r.model_seconds) / r.nfe)
+        out.append((spec, best * 1e6))
+    return out
 
 
 def main() -> None:
@@ -70,6 +91,15 @@ def main() -> None:
     print(f"{'what':8s} {'baseline us/step':>18s} {'samplerlab us/step':>20s} {'ratio':>7s}")
     for name, base, lab in rows:
         print(f"{name:8s} {base:18.1f} {lab:20.1f} {lab / base:7.2f}")
+
+    for problem, proc in (("gmm64", EDM()), ("gmm64", VPLinear())):
+        result = overheads(problem, args.batch, min(args.steps, 50), args.repeats, proc)
+        euler = dict(result)["euler"]
+        print(f"\nsolver bookkeeping on {problem} ({proc.name} process, {args.batch} samples, "
+              f"{min(args.steps, 50)} steps), model time excluded")
+        print(f"{'solver':36s} {'us per NFE':>11s} {'/ Euler':>8s}")
+        for spec, us in result:
+            print(f"{spec:36s} {us:11.1f} {us / euler:8.2f}")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ __all__ = [
     "StepContext",
     "StepOutput",
     "Solver",
+    "EtaNoise",
     "DenoisedStep",
     "History",
     "HistorySolver",
     "effective_order",
+    "combine",
     "score_from_denoised",
     "SOLVERS",
     "make_solver",
@@ -39,6 +41,16 @@ __all__ = [
     "solver_from_spec",
     "parse_value",
 ]
+
+
+def combine(terms) -> Tensor:
+    """sum_j c_j v_j of (float c_j, tensor v_j) pairs in one pass of fused multiply-adds: multistep solvers
+    reduce their update to scalar coefficients first, so a step costs one tensor operation per term."""
+    (c0, v0), *rest = terms
+    out = v0 * float(c0)
+    for c, v in rest:
+        out.add_(v, alpha=float(c))
+    return out
 
 
 def score_from_denoised(x: Tensor, x0, s, sigma):
@@ -61,6 +73,10 @@ class StepContext:
     noise: SampleNoise | None = None
     cond: dict = field(default_factory=dict)
     solver_name: str = ""
+    # s(t(sigma)) and t(sigma) of the levels a run visits, computed once: a scalar process lookup costs a few
+    # torch operations, and solvers ask for the same levels several times per step
+    _scales: dict = field(default_factory=dict, repr=False)
+    _times: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_steps(self) -> int:
@@ -70,11 +86,17 @@ class StepContext:
         return float(self.sigmas[i])
 
     def t(self, sigma: float) -> float:
-        return float(self.process.t_of_sigma(sigma))
+        t = self._times.get(sigma)
+        if t is None:
+            t = self._times[sigma] = float(self.process.t_of_sigma(sigma))
+        return t
 
     def scale(self, sigma: float) -> float:
         """s(t(sigma))."""
-        return float(self.process.scale(sigma))
+        s = self._scales.get(sigma)
+        if s is None:
+            s = self._scales[sigma] = float(self.process.scale(sigma))
+        return s
 
     def denoise(self, x_hat: Tensor, sigma) -> Tensor:
         """D(x_hat, sigma) with the run's conditioning; sigma is a float or one value per sample."""

@@ -21,9 +21,10 @@ import enum
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .base import SOLVERS, History, HistorySolver, StepContext, effective_order
+from .base import SOLVERS, History, HistorySolver, StepContext, combine, effective_order
 
 __all__ = ["phi", "lam", "ModelOutput", "DPMSolver", "DPMSolverPP", "SDEDPMSolverPP"]
 
@@ -71,8 +72,32 @@ def model_output(output: ModelOutput, x_hat, x0, sigma: float):
     return x0 if output is ModelOutput.DATA else (x_hat - x0) / sigma
 
 
+def backward_weights(lams: list, h: float, order: int) -> np.ndarray:
+    """W with [m, h m', h^2 m'', ...] at the newest point = W @ [m_newest, m_previous, ...], from backward
+    divided differences in tau = (lambda - lambda_newest) / h over the newest ``order`` points: exact for
+    polynomials of degree order - 1 in lambda. Scalars only, so the update is one linear combination."""
+    n = min(order, len(lams))
+    pts = [(lams[-1 - j] - lams[-1]) / h for j in range(n)]
+    coef = np.eye(n)  # Newton divided differences of the unit vectors: row j is coefficient j
+    for level in range(1, n):
+        for j in range(n - 1, level - 1, -1):
+            coef[j] = (coef[j] - coef[j - 1]) / (pts[j] - pts[j - level])
+    taylor = np.zeros((n, n))  # Newton basis prod_{i<j} (tau - pts[i]) expanded into powers of tau
+    basis = [1.0]
+    for j in range(n):
+        for k, c in enumerate(basis):
+            taylor[k] += c * coef[j]
+        nxt = [0.0] * (len(basis) + 1)
+        for k, c in enumerate(basis):
+            nxt[k + 1] += c
+            nxt[k] -= c * pts[j]
+        basis = nxt
+    return taylor * np.array([math.factorial(k) for k in range(n)])[:, None]  # tau^k coefficient = h^k m^(k) / k!
+
+
 def backward_derivatives(lams: list, values: list, h: float, order: int) -> list:
-    """Scaled derivatives [m, h m', h^2 m'', ...] at the newest point from backward divided differences.
+    """Scaled derivatives [m, h m', h^2 m'', ...] at the newest point from backward divided differences, on the
+    tensors themselves (better conditioned in float32 than ``backward_weights``' coefficients).
 
     Uses the newest ``order`` points; exact for polynomials of degree order - 1 in lambda.
     """
@@ -98,6 +123,14 @@ def backward_derivatives(lams: list, values: list, h: float, order: int) -> list
         basis = nxt
     # taylor[k] is the tau^k coefficient = h^k m^{(k)} / k!
     return [taylor[k] * math.factorial(k) for k in range(n)]
+
+
+def taylor_weights(output: ModelOutput, sigma_s: float, sigma_t: float, n: int) -> tuple[float, list[float]]:
+    """(a, [w_0 .. w_{n-1}]) with x_t = a x_s + sum_k w_k h^k m^{(k)}(lambda_s) (module docstring)."""
+    h = lam(sigma_t) - lam(sigma_s)
+    if output is ModelOutput.DATA:
+        return math.exp(-h), [h * phi(k + 1, -h) for k in range(n)]
+    return 1.0, [-sigma_t * h * phi(k + 1, h) for k in range(n)]
 
 
 @SOLVERS.register("dpm-solver")
@@ -165,17 +198,16 @@ class DPMSolver(HistorySolver):
         return taylor_step(out, x_hat, sigma, sigma_next, [m0, d2 / r2]), x0_u2
 
     def _multistep(self, ctx, x_hat, sigma, sigma_next, hist: History, p: int):
-        out = self.output
+        """The order-p multistep update as one linear combination of x_hat and the history."""
         h = lam(sigma_next) - lam(sigma)
-        if p == 1:
-            return taylor_step(out, x_hat, sigma, sigma_next, [hist.values[-1]])
+        a, w = taylor_weights(self.output, sigma, sigma_next, p)
         if p == 2:
             # Lu et al. 2022b, Alg. 2 (2M): m0 + (1 / (2r)) (m0 - m_{-1}) with the phi_1 weight
             r = (hist.lams[-1] - hist.lams[-2]) / h
-            m0, m1 = hist.values[-1], hist.values[-2]
-            return taylor_step(out, x_hat, sigma, sigma_next, [m0 + (m0 - m1) / (2 * r)])
-        derivs = backward_derivatives(hist.lams, hist.values, h, 3)
-        return taylor_step(out, x_hat, sigma, sigma_next, derivs)
+            coeffs = [w[0] * (1 + 1 / (2 * r)), -w[0] / (2 * r)]
+        else:  # 1: DDIM; 3: the third-order expansion with derivatives from backward differences
+            coeffs = list(np.asarray(w) @ backward_weights(hist.lams, h, p))
+        return combine([(a, x_hat)] + [(float(c), hist.values[-1 - j]) for j, c in enumerate(coeffs)])
 
     def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
         m0 = model_output(self.output, x_hat, x0, sigma)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import SOLVERS, History, HistorySolver, StepContext, effective_order
+from .base import SOLVERS, History, HistorySolver, StepContext, combine, effective_order
 
 __all__ = ["DEISMultistep", "DEISTimeAB", "DEISRhoAB", "LMS", "IPNDM", "lagrange_weights"]
 
@@ -70,10 +70,7 @@ class DEISMultistep(HistorySolver):
         state.push(self.variable(ctx, sigma), (x_hat - x0) / sigma, keep=self.order)
         p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
         coeffs = lagrange_weights(state.lams[-p:], sigma, sigma_next, self.node_map(ctx))
-        x_next = x_hat
-        for c, e in zip(coeffs, state.values[-p:]):
-            x_next = x_next + c * e
-        return x_next, x0
+        return combine([(1.0, x_hat)] + list(zip(coeffs, state.values[-p:]))), x0
 
 
 @SOLVERS.register("deis-tab")
@@ -146,5 +143,5 @@ class IPNDM(HistorySolver):
     def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
         state.push(sigma, (x_hat - x0) / sigma, keep=self.max_order)
         coeffs = _AB[min(self.max_order, len(state.values))]
-        eps = sum(c * e for c, e in zip(coeffs, reversed(state.values)))
-        return x_hat + (sigma_next - sigma) * eps, x0
+        h = sigma_next - sigma
+        return combine([(1.0, x_hat)] + [(h * c, e) for c, e in zip(coeffs, reversed(state.values))]), x0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import SOLVERS, History, Solver, StepContext, StepOutput, effective_order
+from .base import SOLVERS, History, Solver, StepContext, StepOutput, combine, effective_order
 from .exponential import lam, phi
 
 __all__ = ["UniPC", "BVariant"]
@@ -98,19 +98,19 @@ class UniPC(Solver):
         return UniPCState(History([], []))
 
     def _update(self, x_hat, sigma, sigma_next, hist: History, extra=None):
-        """e^{-h} x + h phi1(-h) m_s + B(h) sum a_m D_m / r_m over the history (and the new point)."""
+        """e^{-h} x + h phi1(-h) m_s + B(h) sum a_m D_m / r_m over the history (and the new point), written as
+        one linear combination of x and the model outputs (D_m = m_m - m_s)."""
         h = lam(sigma_next) - lam(sigma)
         m_s = hist.values[-1]
         rs = [(hist.lams[-1 - j] - hist.lams[-1]) / h for j in range(1, len(hist.values))]
-        ds = [hist.values[-1 - j] - m_s for j in range(1, len(hist.values))]
+        others = [hist.values[-1 - j] for j in range(1, len(hist.values))]
         if extra is not None:
             rs.append(1.0)
-            ds.append(extra - m_s)
+            others.append(extra)
         b_h = self._b(h)
-        out = math.exp(-h) * x_hat + (h * phi(1, -h)) * m_s
-        for a, r, d in zip(_coefficients(rs, h, b_h), rs, ds):
-            out = out + (b_h * a / r) * d
-        return out
+        c = [b_h * a / r for a, r in zip(_coefficients(rs, h, b_h), rs)]
+        terms = [(math.exp(-h), x_hat), (h * phi(1, -h) - sum(c), m_s)] + list(zip(c, others))
+        return combine(terms)
 
     def step(self, ctx: StepContext, x, i, state: UniPCState) -> StepOutput:
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
