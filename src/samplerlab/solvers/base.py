@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ __all__ = [
     "Solver",
     "EtaNoise",
     "DenoisedStep",
+    "FinalStep",
     "History",
     "HistorySolver",
     "effective_order",
@@ -230,15 +232,35 @@ class DenoisedStep(Solver):
     def step(self, ctx: StepContext, x: Tensor, i: int, state: Any) -> StepOutput:
         sigma, sigma_next, x_hat, x0 = ctx.evaluate(x, i)
         if sigma_next == 0:
-            return ctx.finish(x0, state)
+            data = self.final_update(ctx, i, sigma, x_hat, x0, state)
+            return ctx.finish(x0 if data is None else data, state)
         x_hat_next, x0 = self.update(ctx, i, sigma, sigma_next, x_hat, x0, state)
         return StepOutput(x_hat_next * ctx.scale(sigma_next), x0, state)
+
+    def final_update(self, ctx: StepContext, i: int, sigma: float, x_hat: Tensor, x0: Tensor, state: Any):
+        """The state at sigma = 0 of a solver whose last step keeps its order; None: D(x_hat; sigma), the
+        first-order final denoising step."""
+        return None
 
     @abstractmethod
     def update(
         self, ctx: StepContext, i: int, sigma: float, sigma_next: float, x_hat: Tensor, x0: Tensor, state: Any
     ) -> tuple[Tensor, Tensor]:
         """(x_hat at sigma_next > 0, the step's last data estimate) from x_hat and x0 = D(x_hat; sigma)."""
+
+
+class FinalStep(enum.Enum):
+    """The step from the smallest positive level to sigma = 0."""
+
+    DENOISE = "denoise"  # return D(x_hat; sigma_min): first order, an O(sigma_min^2) error floor
+    EXTRAPOLATE = "extrapolate"  # the solver's own update down to 0, where its variable stays finite
+
+    @classmethod
+    def parse(cls, value) -> "FinalStep":
+        try:
+            return value if isinstance(value, cls) else cls(value)
+        except ValueError:
+            raise ValueError(f"unknown final step {value!r}; valid: {', '.join(m.value for m in cls)}") from None
 
 
 @dataclass

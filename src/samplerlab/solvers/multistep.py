@@ -9,8 +9,10 @@ previous r points in a variable v and integrating exactly gives (Zhang & Chen 20
 with w = dsigma/dt for tAB (v = t, the process's time) and w = 1 for rhoAB (v = rho = sigma). The
 coefficients are integrated over sigma by 8-point Gauss-Legendre quadrature (tAB after the substitution
 sigma = sigma(t)), exact for rhoAB's polynomials and accurate to rounding for tAB. Here ``order`` = r + 1 (the global order);
-DEIS calls the same methods tAB-r / rhoAB-r. The first steps use the points available; a step to
-sigma = 0 is first order (it returns D, as DDIM does).
+DEIS calls the same methods tAB-r / rhoAB-r. The first steps use the points available. eps is finite at
+sigma = 0, so the step to 0 is an Adams step like the others and keeps the order (``final="extrapolate"``,
+as k-diffusion's LMS in sigma does), unless ``lower_order_final`` lowers it in runs under 15 steps;
+``final="denoise"`` returns D there instead, first order.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import SOLVERS, History, HistorySolver, StepContext, combine, effective_order
+from .base import SOLVERS, FinalStep, History, HistorySolver, StepContext, combine, effective_order
 
 __all__ = ["DEISMultistep", "DEISTimeAB", "DEISRhoAB", "LMS", "IPNDM", "lagrange_weights"]
 
@@ -58,6 +60,7 @@ class DEISMultistep(HistorySolver):
     def __post_init__(self) -> None:
         if self.order not in range(1, 5):
             raise ValueError(f"{self.name} order must be 1 to 4, got {self.order}")
+        self._final = FinalStep.parse(self.final)
 
     def variable(self, ctx: StepContext, sigma: float) -> float:
         raise NotImplementedError
@@ -72,6 +75,22 @@ class DEISMultistep(HistorySolver):
         coeffs = lagrange_weights(state.lams[-p:], sigma, sigma_next, self.node_map(ctx))
         return combine([(1.0, x_hat)] + list(zip(coeffs, state.values[-p:]))), x0
 
+    def final_update(self, ctx: StepContext, i, sigma, x_hat, x0, state: History):
+        """eps = dx_hat/dsigma is a smooth function of sigma down to 0, so an Adams step in sigma (rho)
+        integrates to 0 and keeps the method's order (``final = "extrapolate"``, the default). It is in rho for
+        tAB too: the process's time is not a smooth variable there (VP: t ~ sigma^2). "denoise" returns D."""
+        if self._final is FinalStep.DENOISE:
+            return None
+        state.push(self.variable(ctx, sigma), (x_hat - x0) / sigma, keep=self.order)
+        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
+        rhos = [self.sigma_of(ctx, v) for v in state.lams[-p:]]
+        coeffs = lagrange_weights(rhos, sigma, 0.0)
+        return combine([(1.0, x_hat)] + list(zip(coeffs, state.values[-p:])))
+
+    def sigma_of(self, ctx: StepContext, v: float) -> float:
+        """sigma at the interpolation variable's value v."""
+        return v
+
 
 @SOLVERS.register("deis-tab")
 @dataclass
@@ -82,6 +101,7 @@ class DEISTimeAB(DEISMultistep):
 
     order: int = 3
     lower_order_final: bool = True
+    final: str = "extrapolate"
     name = "deis-tab"
 
     def variable(self, ctx, sigma):
@@ -90,6 +110,9 @@ class DEISTimeAB(DEISMultistep):
     def node_map(self, ctx):
         p = ctx.process
         return lambda sig: p.t_of_sigma(torch.from_numpy(sig)).numpy()
+
+    def sigma_of(self, ctx, v):
+        return float(ctx.process.sigma(v))
 
 
 @SOLVERS.register("deis-rhoab")
@@ -100,6 +123,7 @@ class DEISRhoAB(DEISMultistep):
 
     order: int = 3
     lower_order_final: bool = True
+    final: str = "extrapolate"
     name = "deis-rhoab"
 
     def variable(self, ctx, sigma):
