@@ -23,8 +23,18 @@ from samplerlab.sampling import prior_sample, sample
 from samplerlab.solvers import make_solver, solver_from_spec
 from timing import best_of  # benchmarks/timing.py
 
-MULTISTEP = ("euler", "dpm-solver++", "dpm-solver++:order=3", "dpm-solver:multistep=true:order=3", "deis-tab",
-             "deis-rhoab", "lms", "ipndm", "unipc", "unipc:order=3")
+MULTISTEP = (
+    "euler",
+    "dpm-solver++",
+    "dpm-solver++:order=3",
+    "dpm-solver:multistep=true:order=3",
+    "deis-tab",
+    "deis-rhoab",
+    "lms",
+    "ipndm",
+    "unipc",
+    "unipc:order=3",
+)
 
 
 def overheads(problem: str, batch: int, steps: int, repeats: int, process) -> list[tuple[str, float]]:
@@ -95,8 +105,10 @@ def main() -> None:
     for problem, proc in (("gmm64", EDM()), ("gmm64", VPLinear())):
         result = overheads(problem, args.batch, min(args.steps, 50), args.repeats, proc)
         euler = dict(result)["euler"]
-        print(f"\nsolver bookkeeping on {problem} ({proc.name} process, {args.batch} samples, "
-              f"{min(args.steps, 50)} steps), model time excluded")
+        print(
+            f"\nsolver bookkeeping on {problem} ({proc.name} process, {args.batch} samples, "
+            f"{min(args.steps, 50)} steps), model time excluded"
+        )
         print(f"{'solver':36s} {'us per NFE':>11s} {'/ Euler':>8s}")
         for spec, us in result:
             print(f"{spec:36s} {us:11.1f} {us / euler:8.2f}")
