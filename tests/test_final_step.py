@@ -32,6 +32,10 @@ WIDE, VP_RANGE = (64, 128, 256, 512), (32, 64, 128, 256)  # on VP an error floor
 @pytest.mark.parametrize("spec, order, process, steps", [
     ("lms", 4, EDM(), WIDE), ("deis-rhoab", 3, EDM(), WIDE), ("deis-rhoab:order=2", 2, VPLinear(), WIDE),
     ("deis-tab", 3, VPLinear(), VP_RANGE), ("deis-tab:order=4", 4, VPLinear(), (64, 128, 256)),
+    # the exponential integrators leave lambda for sigma on the last step when asked (final=extrapolate)
+    ("dpm-solver++:order=3:final=extrapolate", 3, EDM(), WIDE),
+    ("dpm-solver:multistep=true:order=3:final=extrapolate", 3, EDM(), WIDE),
+    ("unipc:order=3:final=extrapolate", 4, EDM(), VP_RANGE),
 ], ids=lambda v: getattr(v, "name", v) if not isinstance(v, tuple) else "")
 def test_order_holds_down_to_sigma_zero(spec, order, process, steps):
     errors = [error_to_zero(spec, process, n) for n in steps]

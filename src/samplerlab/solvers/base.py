@@ -35,6 +35,7 @@ __all__ = [
     "History",
     "HistorySolver",
     "effective_order",
+    "extrapolation_weights",
     "combine",
     "score_from_denoised",
     "SOLVERS",
@@ -261,6 +262,18 @@ class FinalStep(enum.Enum):
             return value if isinstance(value, cls) else cls(value)
         except ValueError:
             raise ValueError(f"unknown final step {value!r}; valid: {', '.join(m.value for m in cls)}") from None
+
+
+def extrapolation_weights(points: list[float], at: float = 0.0) -> list[float]:
+    """Lagrange basis l_j(at) through ``points``: sum_j l_j(at) f(points_j) is the polynomial extrapolation."""
+    out = []
+    for j, pj in enumerate(points):
+        w = 1.0
+        for k, pk in enumerate(points):
+            if k != j:
+                w *= (at - pk) / (pj - pk)
+        out.append(w)
+    return out
 
 
 @dataclass

@@ -24,7 +24,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .base import SOLVERS, History, HistorySolver, StepContext, combine, effective_order
+from .base import (
+    SOLVERS,
+    FinalStep,
+    History,
+    HistorySolver,
+    StepContext,
+    combine,
+    effective_order,
+    extrapolation_weights,
+)
+from .quadrature import lagrange_weights
 
 __all__ = ["phi", "lam", "ModelOutput", "DPMSolver", "DPMSolverPP", "SDEDPMSolverPP"]
 
@@ -151,6 +161,7 @@ class DPMSolver(HistorySolver):
     order: int = 2
     multistep: bool = False
     lower_order_final: bool = True
+    final: str = "denoise"
 
     name = "dpm-solver"
     output = ModelOutput.NOISE
@@ -159,6 +170,26 @@ class DPMSolver(HistorySolver):
         limit = 3
         if self.order not in range(1, limit + 1):
             raise ValueError(f"{self.name} order must be 1, 2 or 3, got {self.order}")
+        self._final = FinalStep.parse(self.final)
+
+    def final_update(self, ctx: StepContext, i, sigma, x_hat, x0, state: History):
+        """``final="extrapolate"`` (multistep): lambda is infinite at sigma = 0, so the last step leaves the
+        log-SNR expansion for sigma, where both model outputs are smooth: D is extrapolated to sigma = 0 by the
+        polynomial through the last points (x_hat(0) = D(0) on the probability-flow ODE), eps is integrated
+        to 0 by the Adams weights in sigma. "denoise" (the papers', diffusers' and the default) returns D.
+
+        Measured on the 16-D Gaussian to sigma = 0 (tests/test_final_step.py): order 3 then holds under EDM
+        (3M at 512 steps: error 3.0e-7 against 2.3e-5 for 2M); order 2 gains nothing (two points extrapolate
+        D to O(sigma_min^2), the floor of "denoise"); on the VP range (sigma_min ~ 0.01, comparable to the
+        data's smallest scale) the extrapolation over [sigma_min, 0] is poor and the floor stays."""
+        if self._final is FinalStep.DENOISE or not self.multistep:
+            return None
+        state.push(lam(sigma), model_output(self.output, x_hat, x0, sigma), keep=self.order)
+        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
+        sigmas = [math.exp(-v) for v in state.lams[-p:]]
+        if self.output is ModelOutput.DATA:
+            return combine(list(zip(extrapolation_weights(sigmas), state.values[-p:])))
+        return combine([(1.0, x_hat)] + list(zip(lagrange_weights(sigmas, sigma, 0.0), state.values[-p:])))
 
     @property
     def calls_per_step(self) -> int:  # type: ignore[override]

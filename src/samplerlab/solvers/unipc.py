@@ -22,7 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import SOLVERS, History, Solver, StepContext, StepOutput, combine, effective_order
+from .base import (
+    SOLVERS,
+    FinalStep,
+    History,
+    Solver,
+    StepContext,
+    StepOutput,
+    combine,
+    effective_order,
+    extrapolation_weights,
+)
 from .exponential import lam, phi
 
 __all__ = ["UniPC", "BVariant"]
@@ -78,6 +88,7 @@ class UniPC(Solver):
     variant: str = "bh2"
     corrector: bool = True
     lower_order_final: bool = True
+    final: str = "denoise"  # or "extrapolate": D extrapolated to sigma = 0 in sigma (as DPM-Solver++'s)
 
     name = "unipc"
     calls_per_step = 1
@@ -89,6 +100,7 @@ class UniPC(Solver):
             self._b = BVariant(self.variant)
         except ValueError:
             raise ValueError(f"unknown unipc variant {self.variant!r}; valid: bh1, bh2") from None
+        self._final = FinalStep.parse(self.final)
 
     @property
     def convergence_order(self) -> int:  # type: ignore[override]
@@ -119,7 +131,12 @@ class UniPC(Solver):
             state.x_pred_output = ctx.denoise(x_hat, sigma)
         m = state.x_pred_output
         if sigma_next == 0:
-            return ctx.finish(m, state)
+            if self._final is FinalStep.DENOISE:
+                return ctx.finish(m, state)
+            state.history.push(lam(sigma), m, keep=self.order)
+            p = effective_order(self.order, i, ctx.num_steps, len(state.history.values), self.lower_order_final)
+            sigmas = [math.exp(-v) for v in state.history.lams[-p:]]
+            return ctx.finish(combine(list(zip(extrapolation_weights(sigmas), state.history.values[-p:]))), state)
         state.history.push(lam(sigma), m, keep=self.order)
         p = effective_order(self.order, i, ctx.num_steps, len(state.history.values), self.lower_order_final)
         hist = state.history.newest(p)
