@@ -1,4 +1,5 @@
-"""``samplerlab bench``: the exact-score benchmark of solvers x NFE on analytic problems."""
+"""``samplerlab bench``: the exact-score benchmark. Runs every solver at every NFE budget on exact
+Gaussian-mixture problems and prints quality tables. Defaults take about a minute on 2 cores."""
 
 from __future__ import annotations
 
@@ -7,22 +8,11 @@ import time
 
 from .common import add_no_progress, csv_list, float_list, int_list, key_values, solver_params
 
-DESCRIPTION = (
-    "Runs every solver at every NFE budget on exact Gaussian-mixture problems and prints quality tables. "
-    "Defaults take about a minute on 2 cores."
-)
-SOLVERS_HELP = (
-    "comma-separated solver specs NAME or NAME:KEY=VALUE:..., e.g. heun,dpm-solver++:order=3,unipc:variant=bh1 "
-    "(default: one per solver family)"
-)
-
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "bench", help="exact-score benchmark of solvers x NFE on analytic problems", description=DESCRIPTION
-    )
+    p = sub.add_parser("bench", help="exact-score benchmark of solvers x NFE on analytic problems", description=__doc__)
     p.add_argument("--problems", help="comma-separated problems (default: ring,gmm64; see `samplerlab list`)")
-    p.add_argument("--solvers", help=SOLVERS_HELP)
+    p.add_argument("--solvers", help="solver specs, e.g. heun,dpm-solver++:order=3 (default: one per family)")
     p.add_argument("--nfe", type=int_list, help="comma-separated NFE budgets (default: 5,10,20,50)")
     p.add_argument("--grid", default="karras", help="time grid (default: karras)")
     p.add_argument("--grid-param", action="append", metavar="KEY=VALUE", help="grid parameter, e.g. rho=7")
