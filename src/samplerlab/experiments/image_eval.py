@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -285,8 +286,6 @@ def evaluate_checkpoint(
         load_dataset(info["name"], **info["params"]), info["held_out"], info["split_seed"]
     )
     if features:
-        from pathlib import Path
-
         extractor, tag = TorchScriptFeatures(features), "ts-" + Path(features).stem
     else:
         if train_set.labels is None:
@@ -315,7 +314,6 @@ def write_image_eval(
     """table.md and results.json in ``out``, each written atomically."""
     import dataclasses
     import json
-    from pathlib import Path
 
     from ..io import atomic_write_text
 

@@ -22,7 +22,7 @@ from ..grids import uniform_time, validate_grid
 from ..noise import SampleNoise
 from ..processes import OUVE, Process
 from ..sampling import prior_sample, sample
-from ..solvers import Solver, solver_from_spec
+from ..solvers import SOLVERS, Solver, parse_solver_spec, solver_from_spec
 from ..training import load_checkpoint
 from .frontend import SpecConfig, pad_to_multiple, spec_to_wav, wav_to_spec
 from .gaussian import channels_to_complex, complex_to_channels
@@ -134,12 +134,12 @@ def enhance(
 def enhancement_solver(spec: str = "pc", snr: float | None = None) -> Solver:
     """The solver of a spec, where "pc" is SGMSE+'s configuration (``SGMSE_SOLVER``); ``snr`` sets the
     corrector's signal-to-noise ratio of a pc solver."""
-    solver = solver_from_spec(SGMSE_SOLVER if spec == "pc" else spec)
-    if snr is not None:
-        if not hasattr(solver, "snr"):
-            raise ValueError(f"--snr: solver {spec!r} has no snr parameter (the pc solvers have)")
-        solver = solver_from_spec(SGMSE_SOLVER if spec == "pc" else spec, snr=snr)
-    return solver
+    spec = SGMSE_SOLVER if spec == "pc" else spec
+    if snr is None:
+        return solver_from_spec(spec)
+    if "snr" not in getattr(SOLVERS.get(parse_solver_spec(spec)[0]), "__dataclass_fields__", {}):
+        raise ValueError(f"--snr: solver {spec!r} has no snr parameter (the pc solvers have)")
+    return solver_from_spec(spec, snr=snr)
 
 
 @dataclass
