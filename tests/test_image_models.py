@@ -119,6 +119,7 @@ def _ddp_worker(rank, world, init_file, out_dir, data, labels, cfg):
         x, _ = sample_images(model, (1, 8, 8), "euler", 3, seeds, num_classes=10)
         if rank == 0:
             torch.save(x, os.path.join(out_dir, "samples.pt"))
+        dist.barrier()  # leave together: a rank tearing gloo down while its peer still works can abort it
     finally:
         dist.destroy_process_group()
 
