@@ -18,7 +18,7 @@ from samplerlab.problems import make_problem
 from samplerlab.processes import EDM
 from samplerlab.sampling import prior_sample, sample
 from samplerlab.solvers import solver_from_spec
-from timing import best_of  # benchmarks/timing.py
+from timing import best_of_interleaved  # benchmarks/timing.py
 
 SOLVERS = ("euler-ancestral", "sde-dpm-solver++", "edm-stochastic", "euler-maruyama")
 PROBLEMS = (("ring", 4000), ("gmm64", 1000))
@@ -44,7 +44,7 @@ class PlainNoise:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nfe", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,8 +65,7 @@ def main() -> None:
             def reproducible():
                 sample(model, x_T, grid, solver, process=process, noise=SampleNoise(range(batch)))
 
-            base = best_of(plain, args.repeats) * 1e3
-            lab = best_of(reproducible, args.repeats) * 1e3
+            base, lab = (t * 1e3 for t in best_of_interleaved([plain, reproducible], args.repeats))
             print(f"{name:8s} {spec:18s} {base:15.2f} {lab:14.2f} {lab / base:6.2f}")
 
 

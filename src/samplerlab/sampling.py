@@ -85,6 +85,8 @@ def sample(
     counter = NFECounter(denoiser)
     ctx = StepContext(counter, process, sigmas, noise, dict(cond or {}), solver.name)
     state = solver.init_state(ctx)
+    if hasattr(noise, "plan"):  # about one draw per step, made together (other noise sources may lack it)
+        noise.plan(ctx.num_steps)
     steps = range(ctx.num_steps)
     if progress:
         from tqdm.auto import tqdm
