@@ -84,6 +84,7 @@ def sample(
         raise ValueError(f"batch of {x.shape[0]} samples but {len(noise)} seeds")
     counter = NFECounter(denoiser)
     ctx = StepContext(counter, process, sigmas, noise, dict(cond or {}), solver.name)
+    start = time.perf_counter()  # the wall time includes the solver's set-up (its grid plan, when not cached)
     state = solver.init_state(ctx)
     if hasattr(noise, "plan"):  # about one draw per step, made together (other noise sources may lack it)
         noise.plan(ctx.num_steps)
@@ -92,7 +93,6 @@ def sample(
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=solver.name, unit="step", leave=False)
-    start = time.perf_counter()
     with torch.no_grad():
         for hook in hooks:
             x = hook.at_level(ctx, x, 0)

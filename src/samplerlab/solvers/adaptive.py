@@ -28,6 +28,7 @@ class PIController:
     factor_min: float = 0.0
     factor_max: float = math.inf
     err_floor: float = 1e-10  # a zero error would ask for an infinite step
+    err_prev_floor: float = 1e-10  # how small a previous error may be before it damps the next step's growth
 
     @classmethod
     def for_order(cls, order: int, safety: float = 0.9, factor_max: float = 5.0) -> "PIController":
@@ -35,8 +36,16 @@ class PIController:
         accepted steps, 1 / p on rejected ones, factor in [0.2, factor_max] (Hairer & Wanner II, IV.2)."""
         return cls(0.7 / order, 0.4 / order, 1 / order, safety, 0.2, factor_max)
 
+    @classmethod
+    def dopri5(cls, safety: float = 0.9, factor_max: float = 10.0) -> "PIController":
+        """The controller of Hairer's DOPRI5 (Hairer, Norsett & Wanner I, II.4 and the code's documentation):
+        beta = 0.04, alpha = 1/5 - 0.75 beta, the previous error floored at 1e-4 so that one very accurate step
+        does not hold the next one back, factor in [0.2, 10]."""
+        beta = 0.04
+        return cls(0.2 - 0.75 * beta, beta, None, safety, 0.2, factor_max, err_prev_floor=1e-4)
+
     def factor(self, err: Tensor, err_prev: Tensor, accept: Tensor) -> tuple[Tensor, Tensor]:
-        """(step-size factor per sample, err floored): the floored err is the next call's err_prev."""
+        """(step-size factor per sample, the next call's err_prev: err floored where accepted)."""
         safe = err.clamp_min(self.err_floor)
         reject = self.alpha if self.alpha_reject is None else self.alpha_reject
         accepted = self.safety * safe ** (-self.alpha)
@@ -45,7 +54,7 @@ class PIController:
         factor = torch.where(accept, accepted, self.safety * safe ** (-reject))
         if self.factor_min > 0 or math.isfinite(self.factor_max):
             factor = factor.clamp(self.factor_min, self.factor_max)
-        return factor, safe
+        return factor, err.clamp_min(max(self.err_floor, self.err_prev_floor))
 
 
 @dataclass

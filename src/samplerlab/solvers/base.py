@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import enum
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -50,7 +52,11 @@ def combine(terms) -> Tensor:
     """sum_j c_j v_j of (float c_j, tensor v_j) pairs in one pass of fused multiply-adds: multistep solvers
     reduce their update to scalar coefficients first, so a step costs one tensor operation per term."""
     (c0, v0), *rest = terms
-    out = v0 * float(c0)
+    if c0 == 1 and rest:  # x + c v in one operation, the usual opening of an Adams step
+        (c1, v1), *rest = rest
+        out = torch.add(v0, v1, alpha=float(c1))
+    else:
+        out = v0 * float(c0)
     for c, v in rest:
         out.add_(v, alpha=float(c))
     return out
@@ -108,7 +114,8 @@ class StepContext:
     def evaluate(self, x: Tensor, i: int) -> tuple[float, float, Tensor, Tensor]:
         """The opening of most steps: (sigma_i, sigma_{i+1}, x_hat = x / s, D(x_hat, sigma_i))."""
         sigma, sigma_next = self.sigma(i), self.sigma(i + 1)
-        x_hat = x / self.scale(sigma)
+        s = self.scale(sigma)
+        x_hat = x if s == 1.0 else x / s  # s = 1 under EDM and VE: no copy (solvers never write to x_hat)
         return sigma, sigma_next, x_hat, self.denoise(x_hat, sigma)
 
     def finish(self, x0: Tensor, state: Any = None) -> "StepOutput":
@@ -236,7 +243,8 @@ class DenoisedStep(Solver):
             data = self.final_update(ctx, i, sigma, x_hat, x0, state)
             return ctx.finish(x0 if data is None else data, state)
         x_hat_next, x0 = self.update(ctx, i, sigma, sigma_next, x_hat, x0, state)
-        return StepOutput(x_hat_next * ctx.scale(sigma_next), x0, state)
+        s = ctx.scale(sigma_next)
+        return StepOutput(x_hat_next if s == 1.0 else x_hat_next * s, x0, state)
 
     def final_update(self, ctx: StepContext, i: int, sigma: float, x_hat: Tensor, x0: Tensor, state: Any):
         """The state at sigma = 0 of a solver whose last step keeps its order; None: D(x_hat; sigma), the
@@ -278,10 +286,12 @@ def extrapolation_weights(points: list[float], at: float = 0.0) -> list[float]:
 
 @dataclass
 class History:
-    """Past model outputs for multistep methods: (lambda_j or another variable, m_j), newest last."""
+    """Past model outputs for multistep methods: (lambda_j or another variable, m_j), newest last; ``plan``
+    holds the run's per-step coefficients where the solver precomputes them (``grid_plan``)."""
 
     lams: list
     values: list
+    plan: list | None = None
 
     def push(self, lam_j: float, m_j, keep: int) -> None:
         self.lams.append(lam_j)
@@ -297,6 +307,30 @@ class HistorySolver(DenoisedStep):
 
     def init_state(self, ctx: StepContext) -> History:
         return History([], [])
+
+
+_PLANS: OrderedDict = OrderedDict()
+_PLANS_LOCK = threading.Lock()
+PLANS_KEPT = 32  # grids whose coefficients stay cached
+
+
+def grid_plan(solver: "Solver", ctx: StepContext, build: Callable[[StepContext, int], Any]) -> list:
+    """[build(ctx, i) for every step i]: the scalars of each step that depend only on the solver, the process
+    and the grid (a multistep method's weights), computed once for every run on that grid, so that a step is
+    tensor arithmetic alone. Keyed by the solver's and the process's parameters (their reprs) and the grid's
+    levels; the most recent ``PLANS_KEPT`` grids are kept."""
+    key = (type(solver), repr(solver), repr(ctx.process), ctx.sigmas.detach().cpu().numpy().tobytes())
+    with _PLANS_LOCK:
+        plan = _PLANS.get(key)
+        if plan is not None:
+            _PLANS.move_to_end(key)
+            return plan
+    plan = [build(ctx, i) for i in range(ctx.num_steps)]
+    with _PLANS_LOCK:
+        _PLANS[key] = plan
+        while len(_PLANS) > PLANS_KEPT:
+            _PLANS.popitem(last=False)
+    return plan
 
 
 LOWER_ORDER_FINAL_BELOW = 15  # runs shorter than this lower the order of their last steps

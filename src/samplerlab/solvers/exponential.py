@@ -33,6 +33,7 @@ from .base import (
     combine,
     effective_order,
     extrapolation_weights,
+    grid_plan,
 )
 from .quadrature import lagrange_weights
 
@@ -184,12 +185,32 @@ class DPMSolver(HistorySolver):
         data's smallest scale) the extrapolation over [sigma_min, 0] is poor and the floor stays."""
         if self._final is FinalStep.DENOISE or not self.multistep:
             return None
-        state.push(lam(sigma), model_output(self.output, x_hat, x0, sigma), keep=self.order)
-        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
-        sigmas = [math.exp(-v) for v in state.lams[-p:]]
-        if self.output is ModelOutput.DATA:
-            return combine(list(zip(extrapolation_weights(sigmas), state.values[-p:])))
-        return combine([(1.0, x_hat)] + list(zip(lagrange_weights(sigmas, sigma, 0.0), state.values[-p:])))
+        return self.update(ctx, i, sigma, 0.0, x_hat, x0, state)[0]
+
+    def init_state(self, ctx: StepContext) -> History:
+        return History([], [], plan=grid_plan(self, ctx, self._step_weights) if self.multistep else None)
+
+    def _step_weights(self, ctx: StepContext, i: int) -> tuple[float, list[float]]:
+        """(weight of x_hat, weights of the stored outputs newest last) of multistep step i. The stored output
+        is D (data prediction) or x_hat - D (noise prediction: eps times sigma, the 1 / sigma_j in the weight)."""
+        p = effective_order(self.order, i, ctx.num_steps, min(i + 1, self.order), self.lower_order_final)
+        sigmas = [ctx.sigma(j) for j in range(i - p + 1, i + 1)]
+        sigma, sigma_next = sigmas[-1], ctx.sigma(i + 1)
+        per_eps = [1.0 / s for s in sigmas] if self.output is ModelOutput.NOISE else [1.0] * p
+        if sigma_next == 0:  # the extrapolated final step (``final_update``)
+            if self.output is ModelOutput.DATA:
+                return 0.0, extrapolation_weights(sigmas)
+            return 1.0, [w * c for w, c in zip(lagrange_weights(sigmas, sigma, 0.0), per_eps)]
+        h = lam(sigma_next) - lam(sigma)
+        a, w = taylor_weights(self.output, sigma, sigma_next, p)
+        lams = [lam(s) for s in sigmas]
+        if p == 2:
+            # Lu et al. 2022b, Alg. 2 (2M): m0 + (1 / (2r)) (m0 - m_{-1}) with the phi_1 weight
+            r = (lams[-1] - lams[-2]) / h
+            newest_first = [w[0] * (1 + 1 / (2 * r)), -w[0] / (2 * r)]
+        else:  # 1: DDIM; 3: the third-order expansion with derivatives from backward differences
+            newest_first = [float(c) for c in np.asarray(w) @ backward_weights(lams, h, p)]
+        return a, [c * e for c, e in zip(newest_first[::-1], per_eps)]
 
     @property
     def calls_per_step(self) -> int:  # type: ignore[override]
@@ -228,25 +249,13 @@ class DPMSolver(HistorySolver):
         d2 = model_output(out, u2, x0_u2, s2) - m0
         return taylor_step(out, x_hat, sigma, sigma_next, [m0, d2 / r2]), x0_u2
 
-    def _multistep(self, ctx, x_hat, sigma, sigma_next, hist: History, p: int):
-        """The order-p multistep update as one linear combination of x_hat and the history."""
-        h = lam(sigma_next) - lam(sigma)
-        a, w = taylor_weights(self.output, sigma, sigma_next, p)
-        if p == 2:
-            # Lu et al. 2022b, Alg. 2 (2M): m0 + (1 / (2r)) (m0 - m_{-1}) with the phi_1 weight
-            r = (hist.lams[-1] - hist.lams[-2]) / h
-            coeffs = [w[0] * (1 + 1 / (2 * r)), -w[0] / (2 * r)]
-        else:  # 1: DDIM; 3: the third-order expansion with derivatives from backward differences
-            coeffs = list(np.asarray(w) @ backward_weights(hist.lams, h, p))
-        return combine([(a, x_hat)] + [(float(c), hist.values[-1 - j]) for j, c in enumerate(coeffs)])
-
     def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
-        m0 = model_output(self.output, x_hat, x0, sigma)
         if not self.multistep:
-            return self._singlestep(ctx, x_hat, sigma, sigma_next, m0, x0)
-        state.push(lam(sigma), m0, keep=self.order)
-        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
-        return self._multistep(ctx, x_hat, sigma, sigma_next, state, p), x0
+            return self._singlestep(ctx, x_hat, sigma, sigma_next, model_output(self.output, x_hat, x0, sigma), x0)
+        state.push(lam(sigma), x0 if self.output is ModelOutput.DATA else x_hat - x0, keep=self.order)
+        a, weights = state.plan[i]
+        terms = list(zip(weights, state.values[-len(weights) :]))
+        return combine([(a, x_hat)] + terms if a else terms), x0
 
 
 @SOLVERS.register("dpm-solver++")

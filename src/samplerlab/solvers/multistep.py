@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import SOLVERS, FinalStep, History, HistorySolver, StepContext, combine, effective_order
+from .base import SOLVERS, FinalStep, History, HistorySolver, StepContext, combine, effective_order, grid_plan
 from .quadrature import lagrange_weights
 
 __all__ = ["DEISMultistep", "DEISTimeAB", "DEISRhoAB", "LMS", "IPNDM", "lagrange_weights"]
@@ -46,27 +46,34 @@ class DEISMultistep(HistorySolver):
         """Maps sigma to the interpolation variable (None: the variable is sigma itself)."""
         return None
 
+    def init_state(self, ctx: StepContext) -> History:
+        return History([], [], plan=grid_plan(self, ctx, self._step_weights))
+
+    def _step_weights(self, ctx: StepContext, i: int) -> list[float]:
+        """Weights of the stored differences x_hat_j - D_j (newest last) in step i: the Adams weights of
+        eps_j = (x_hat_j - D_j) / sigma_j, divided by sigma_j, so a step is one linear combination."""
+        p = effective_order(self.order, i, ctx.num_steps, min(i + 1, self.order), self.lower_order_final)
+        sigmas = [ctx.sigma(j) for j in range(i - p + 1, i + 1)]
+        sigma, sigma_next = sigmas[-1], ctx.sigma(i + 1)
+        if sigma_next == 0:
+            # eps = dx_hat/dsigma is smooth in sigma down to 0, so an Adams step in sigma (rho) reaches 0 and
+            # keeps the order; in rho for tAB too, since the process's time is not smooth there (VP: t ~ sigma^2)
+            weights = lagrange_weights(sigmas, sigma, 0.0)
+        else:
+            weights = lagrange_weights([self.variable(ctx, s) for s in sigmas], sigma, sigma_next, self.node_map(ctx))
+        return [w / s for w, s in zip(weights, sigmas)]
+
     def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
-        state.push(self.variable(ctx, sigma), (x_hat - x0) / sigma, keep=self.order)
-        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
-        coeffs = lagrange_weights(state.lams[-p:], sigma, sigma_next, self.node_map(ctx))
-        return combine([(1.0, x_hat)] + list(zip(coeffs, state.values[-p:]))), x0
+        state.push(sigma, x_hat - x0, keep=self.order)
+        weights = state.plan[i]
+        return combine([(1.0, x_hat)] + list(zip(weights, state.values[-len(weights) :]))), x0
 
     def final_update(self, ctx: StepContext, i, sigma, x_hat, x0, state: History):
-        """eps = dx_hat/dsigma is a smooth function of sigma down to 0, so an Adams step in sigma (rho)
-        integrates to 0 and keeps the method's order (``final = "extrapolate"``, the default). It is in rho for
-        tAB too: the process's time is not a smooth variable there (VP: t ~ sigma^2). "denoise" returns D."""
+        """The Adams step in sigma to 0 (``final = "extrapolate"``, the default: the method's order, see
+        ``_step_weights``); "denoise" returns D, first order."""
         if self._final is FinalStep.DENOISE:
             return None
-        state.push(self.variable(ctx, sigma), (x_hat - x0) / sigma, keep=self.order)
-        p = effective_order(self.order, i, ctx.num_steps, len(state.values), self.lower_order_final)
-        rhos = [self.sigma_of(ctx, v) for v in state.lams[-p:]]
-        coeffs = lagrange_weights(rhos, sigma, 0.0)
-        return combine([(1.0, x_hat)] + list(zip(coeffs, state.values[-p:])))
-
-    def sigma_of(self, ctx: StepContext, v: float) -> float:
-        """sigma at the interpolation variable's value v."""
-        return v
+        return self.update(ctx, i, sigma, 0.0, x_hat, x0, state)[0]
 
 
 @SOLVERS.register("deis-tab")
@@ -87,9 +94,6 @@ class DEISTimeAB(DEISMultistep):
     def node_map(self, ctx):
         p = ctx.process
         return lambda sig: p.t_of_sigma(torch.from_numpy(sig)).numpy()
-
-    def sigma_of(self, ctx, v):
-        return float(ctx.process.sigma(v))
 
 
 @SOLVERS.register("deis-rhoab")
@@ -142,7 +146,10 @@ class IPNDM(HistorySolver):
             raise ValueError(f"ipndm max_order must be 1 to 4, got {self.max_order}")
 
     def update(self, ctx: StepContext, i, sigma, sigma_next, x_hat, x0, state: History):
-        state.push(sigma, (x_hat - x0) / sigma, keep=self.max_order)
+        state.push(
+            sigma, x_hat - x0, keep=self.max_order
+        )  # eps_j = (x_hat_j - D_j) / sigma_j: 1 / sigma_j in the weight
         coeffs = _AB[min(self.max_order, len(state.values))]
         h = sigma_next - sigma
-        return combine([(1.0, x_hat)] + [(h * c, e) for c, e in zip(coeffs, reversed(state.values))]), x0
+        terms = [(h * c / s, d) for c, s, d in zip(coeffs, reversed(state.lams), reversed(state.values))]
+        return combine([(1.0, x_hat)] + terms), x0

@@ -7,13 +7,14 @@ and its embedded weights, if any, up to their order.
 
 Solvers:
   deis-rhork   rhoRK-DEIS (Zhang & Chen 2023, Sec. 4): classic RK on dx_hat/drho = eps(x_hat, rho), rho = sigma
-  dopri5       adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) on the probability-flow ODE in log sigma,
-               dx_hat/dlog(sigma) = x_hat - D, with per-sample PI step-size control
+  dopri5       adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) on the probability-flow ODE in 1 / sigma,
+               d(x_hat / sigma)/d(1 / sigma) = D (or in log sigma), with per-sample PI step-size control
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from dataclasses import dataclass
 from fractions import Fraction as F
@@ -185,16 +186,49 @@ class DEISRhoRK(DenoisedStep):
         return x_next, x0
 
 
+class DopriVariable(enum.Enum):
+    """The variable dopri5 integrates the probability-flow ODE in (its state z and independent variable v).
+
+    LOG_SIGMA: z = x_hat, v = log sigma, dz/dv = x_hat - D.
+    INV_SIGMA: z = x_hat / sigma, v = 1 / sigma (= e^lambda), dz/dv = D: the variable of the exponential
+    integrators (Lu et al. 2022b, eq. 8 after lambda -> e^lambda; Zhang & Chen 2023, eq. 9), where the linear
+    part of the drift is gone and the solution is nearly linear in v both where D is the data mean (large
+    sigma) and where D(x) ~ x (small sigma). At loose tolerances it is far more accurate for the calls (gmm64,
+    rtol 0.1: 57 NFE, RMS error 5e-3, against log sigma's 63 NFE and 0.23); at tight ones the two are alike.
+    """
+
+    LOG_SIGMA = "log-sigma"
+    INV_SIGMA = "inv-sigma"
+
+    def of_sigma(self, sigma: float) -> float:
+        return math.log(sigma) if self is DopriVariable.LOG_SIGMA else 1.0 / sigma
+
+    def sigma(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.exp(v) if self is DopriVariable.LOG_SIGMA else 1.0 / v
+
+    def to_x(self, z, v):
+        return z if self is DopriVariable.LOG_SIGMA else z / v
+
+    def from_x(self, x, v):
+        return x if self is DopriVariable.LOG_SIGMA else x * v
+
+    def derivative(self, x, x0):
+        return x - x0 if self is DopriVariable.LOG_SIGMA else x0
+
+
 @SOLVERS.register("dopri5")
 @dataclass
 class DormandPrince(Solver):
-    """Adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) on dx_hat/du = x_hat - D(x_hat, e^u), u = log sigma.
+    """Adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) on the probability-flow ODE in ``variable``
+    (``DopriVariable``): "inv-sigma" (default) dz/dv = D with z = x_hat / sigma, v = 1 / sigma; or "log-sigma"
+    dx_hat/du = x_hat - D(x_hat, e^u), u = log sigma (0.1.0's). Errors are measured in x_hat either way.
 
     Each grid interval with a positive end is integrated adaptively; a step to sigma = 0 returns D.
     Local error: the embedded 4th-order difference, measured per sample in the scaled RMS norm
     sqrt(mean(((y5 - y4) / (atol + rtol max(|y|, |y5|)))^2)) (Hairer, Norsett & Wanner I, II.4).
-    Step sizes: the PI controller (``adaptive.PIController``) h <- h * safety * err^{-0.7/5} * err_prev^{0.4/5},
-    factor clipped to [0.2, ``factor_max``] (Gustafsson 1991; Hairer, Norsett & Wanner's DOPRI5 allows 10). The
+    Step sizes: the PI controller of Hairer's DOPRI5 (``adaptive.PIController.dopri5``),
+    h <- h * safety * err^{-0.17} * max(err_prev, 1e-4)^{0.04}, factor clipped to [0.2, ``factor_max``] = 10 and
+    to 1 right after a rejection (Gustafsson 1991; Hairer, Norsett & Wanner I, II.4). The
     first step is chosen per sample from the problem (``h_init = None``: Hairer, Norsett & Wanner I, II.4, the
     starting step size algorithm, one extra model call) or fixed (a number, in log sigma).
 
@@ -209,6 +243,7 @@ class DormandPrince(Solver):
     safety: float = 0.9
     factor_max: float = 10.0
     max_attempts: int = 10_000
+    variable: str = "inv-sigma"
 
     name = "dopri5"
     order = 5
@@ -223,6 +258,11 @@ class DormandPrince(Solver):
             raise ValueError(f"dopri5 h_init must be > 0 (or None: automatic), got {self.h_init}")
         if not self.factor_max > 1:
             raise ValueError(f"dopri5 factor_max must be > 1, got {self.factor_max}")
+        try:
+            self._variable = DopriVariable(self.variable)
+        except ValueError:
+            valid = ", ".join(m.value for m in DopriVariable)
+            raise ValueError(f"unknown dopri5 variable {self.variable!r}; valid: {valid}") from None
 
     def init_state(self, ctx):
         return None
@@ -240,74 +280,92 @@ class DormandPrince(Solver):
             state = AdaptiveStats.zeros(x.shape[0])
         if sigma_next == 0:
             return ctx.final_step(x, i, state)
-        x_next, x0 = self._integrate(ctx, x_hat, math.log(sigma), math.log(sigma_next), state)
+        x_next, x0 = self._integrate(ctx, x_hat, sigma, sigma_next, state)
         return StepOutput(x_next * ctx.scale(sigma_next), x0, state)
 
-    def _integrate(self, ctx, x, u0: float, u1: float, stats: AdaptiveStats):
+    def _integrate(self, ctx, x, sigma_from: float, sigma_to: float, stats: AdaptiveStats):
         tab, A = TABLEAUS["dopri5"], TABLEAUS["dopri5"].A
         e = [float(v) - float(w) for v, w in zip(tab.b, tab.b_err)]
         c = [float(v) for v in tab.c]
+        var = self._variable
         B = x.shape[0]
         dtype, device = x.dtype, x.device
         view = (B,) + (1,) * (x.ndim - 1)
-        u = torch.full((B,), u0, dtype=torch.float64)
+        v_end = var.of_sigma(sigma_to)
+        v = torch.full((B,), var.of_sigma(sigma_from), dtype=torch.float64)
+        forward = v_end > float(v[0])  # inv-sigma runs up, log-sigma down
         err_prev = torch.ones(B, dtype=torch.float64)
-        controller = PIController.for_order(5, self.safety, factor_max=self.factor_max)
+        controller = PIController.dopri5(self.safety, self.factor_max)
+        rejected_last = torch.zeros(B, dtype=torch.bool)
 
-        def f(xs, us):
-            sig = torch.exp(us).to(dtype)
-            x0 = ctx.denoise(xs, sig.to(device))
-            return xs - x0, x0
+        def f(zs, vs):
+            """(dz/dv, D) at state zs and variable vs (per sample)."""
+            sig = var.sigma(vs).to(dtype).to(device)
+            xs = var.to_x(zs, vs.to(dtype).to(device).reshape(view))
+            x0 = ctx.denoise(xs, sig)
+            return var.derivative(xs, x0), x0
 
-        k1, x0 = f(x, u)
+        def to_x(zs, vs):
+            return var.to_x(zs, vs.to(dtype).to(device).reshape(view))
+
+        z = var.from_x(x, v.to(dtype).to(device).reshape(view))
+        k1, x0 = f(z, v)
         if self.h_init is None:
-            h = -self._initial_step(f, x, k1, u, view)
+            h = self._initial_step(f, z, k1, v, view, to_x, forward)
         else:
-            h = torch.full((B,), -abs(self.h_init), dtype=torch.float64)
+            h = torch.full((B,), abs(self.h_init), dtype=torch.float64)
         for _ in range(self.max_attempts):
-            active = u > u1 + 1e-12
+            left = (v_end - v) if forward else (v - v_end)  # distance still to go, >= 0
+            active = left > 1e-12 * max(1.0, abs(v_end))
             if not bool(active.any()):
-                return x, x0
-            h = torch.where(active, torch.maximum(h, u1 - u), torch.zeros_like(h))
-            hx = h.to(dtype).to(device).reshape(view)
+                return to_x(z, v), x0
+            h = torch.where(active, torch.minimum(h, left), torch.zeros_like(h))
+            signed = h if forward else -h
+            hz = signed.to(dtype).to(device).reshape(view)
             ks = [k1]
             for j in range(1, tab.stages):
-                xj = x
+                zj = z
                 for m in range(j):
                     if A[j, m] != 0:
-                        xj = xj + (hx * A[j, m]) * ks[m]
-                kj, x0j = f(xj, u + c[j] * h)
+                        zj = zj + (hz * A[j, m]) * ks[m]
+                kj, x0j = f(zj, v + c[j] * signed)
                 ks.append(kj)
-            y5 = xj  # FSAL: the last stage point is the 5th-order solution
-            err = sum((hx * ej) * kj for ej, kj in zip(e, ks) if ej != 0)
-            scale = self.atol + self.rtol * torch.maximum(x.abs(), y5.abs())
+            z5 = zj  # FSAL: the last stage point is the 5th-order solution
+            v_new = v + signed
+            # the local error and its scale in x units at the step's ends, whatever the variable
+            err = to_x(sum((hz * ej) * kj for ej, kj in zip(e, ks) if ej != 0), v_new)
+            scale = self.atol + self.rtol * torch.maximum(to_x(z, v).abs(), to_x(z5, v_new).abs())
             err_norm = (err / scale).pow(2).reshape(B, -1).mean(1).sqrt().to(torch.float64)
             accept = active & (err_norm <= 1.0)
             factor, safe = controller.factor(err_norm, err_prev, accept)
             acc = accept.reshape(view)
-            x = torch.where(acc, y5, x)
+            z = torch.where(acc, z5, z)
             k1 = torch.where(acc, ks[-1], k1)
             x0 = torch.where(acc, x0j, x0)
-            u = torch.where(accept, u + h, u)
+            v = torch.where(accept, v_new, v)
             err_prev = torch.where(accept, safe, err_prev)
             stats.count(accept, active)
+            # no growth right after a rejection (Hairer, Norsett & Wanner's DOPRI5)
+            factor = torch.where(rejected_last & accept, factor.clamp_max(1.0), factor)
+            rejected_last = torch.where(active, ~accept, rejected_last)
             h = torch.where(active, h * factor, h)
-        raise RuntimeError(f"dopri5 did not reach sigma={math.exp(u1):g} in {self.max_attempts} attempts")
+        raise RuntimeError(f"dopri5 did not reach sigma={sigma_to:g} in {self.max_attempts} attempts")
 
-    def _initial_step(self, f, x, k1, u, view):
+    def _initial_step(self, f, z, k1, v, view, to_x, forward: bool):
         """|h| of the first step per sample (Hairer, Norsett & Wanner I, II.4, "starting step size"): an Euler
         step of 1 % of the solution's scale, a second derivative estimate from one more model call, and the
-        step whose local error would be 1 % of the tolerance; never more than 100 times the first guess."""
-        B = x.shape[0]
-        scale = self.atol + self.rtol * x.abs()
+        step whose local error would be 1 % of the tolerance; never more than 100 times the first guess.
+        Norms in x units, as the error control's."""
+        B = z.shape[0]
+        scale = self.atol + self.rtol * to_x(z, v).abs()
 
-        def norm(v):
-            return (v / scale).pow(2).reshape(B, -1).mean(1).sqrt().to(torch.float64)
+        def norm(w):
+            return (to_x(w, v) / scale).pow(2).reshape(B, -1).mean(1).sqrt().to(torch.float64)
 
-        d0, d1 = norm(x), norm(k1)
+        d0, d1 = norm(z), norm(k1)
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1.clamp_min(1e-300))
-        x1 = x - h0.to(x.dtype).reshape(view) * k1  # the integration runs towards smaller u
-        k2, _ = f(x1, u - h0)
+        signed = h0 if forward else -h0
+        k2, _ = f(z + signed.to(z.dtype).to(z.device).reshape(view) * k1, v + signed)
         d2 = norm(k2 - k1) / h0
         top = torch.maximum(d1, d2)
         h1 = torch.where(top > 1e-15, (0.01 / top.clamp_min(1e-300)) ** (1 / 5), torch.clamp(h0 * 1e-3, min=1e-6))

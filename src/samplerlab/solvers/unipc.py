@@ -8,7 +8,7 @@ points lambda_{s_m} = lambda_s + r_m h (r_m < 0); matching the Taylor terms give
 (Zhao et al. 2023, Thm. 3.1 and Alg. 1), except that a single unknown is set to 1/2 as in the paper.
 UniC-p adds the model output at the predicted point (r_p = 1) and solves the p x p system; the
 corrected state moves on while the model output at the predicted point is kept for the next step,
-so the corrector costs no extra model call. B(h) = h ("bh1") or e^h - 1 ("bh2").
+so the corrector costs no extra model call. B(h) = h ("bh1") or 1 - e^{-h} ("bh2", ``BVariant``).
 
 Order: UniP-p alone is order p; with UniC it is p + 1. One model call per step (the last step has
 no corrector). The first steps use the history available; a step to sigma = 0 returns D.
@@ -32,6 +32,7 @@ from .base import (
     combine,
     effective_order,
     extrapolation_weights,
+    grid_plan,
 )
 from .exponential import lam, phi
 
@@ -107,22 +108,26 @@ class UniPC(Solver):
         return self.order + (1 if self.corrector else 0)
 
     def init_state(self, ctx):
-        return UniPCState(History([], []))
+        return UniPCState(History([], [], plan=grid_plan(self, ctx, self._step_weights)))
 
-    def _update(self, x_hat, sigma, sigma_next, hist: History, extra=None):
-        """e^{-h} x + h phi1(-h) m_s + B(h) sum a_m D_m / r_m over the history (and the new point), written as
-        one linear combination of x and the model outputs (D_m = m_m - m_s)."""
+    def _weights(self, lams: list[float], sigma: float, sigma_next: float, corrected: bool) -> list[float]:
+        """Weights of [x_hat, m_s, the older outputs newest first (, the new point's output)] in
+        e^{-h} x + h phi1(-h) m_s + B(h) sum a_m D_m / r_m, written as one linear combination (D_m = m_m - m_s)."""
         h = lam(sigma_next) - lam(sigma)
-        m_s = hist.values[-1]
-        rs = [(hist.lams[-1 - j] - hist.lams[-1]) / h for j in range(1, len(hist.values))]
-        others = [hist.values[-1 - j] for j in range(1, len(hist.values))]
-        if extra is not None:
-            rs.append(1.0)
-            others.append(extra)
+        rs = [(lams[-1 - j] - lams[-1]) / h for j in range(1, len(lams))] + ([1.0] if corrected else [])
         b_h = self._b(h)
         c = [b_h * a / r for a, r in zip(_coefficients(rs, h, b_h), rs)]
-        terms = [(math.exp(-h), x_hat), (h * phi(1, -h) - sum(c), m_s)] + list(zip(c, others))
-        return combine(terms)
+        return [math.exp(-h), h * phi(1, -h) - sum(c)] + c
+
+    def _step_weights(self, ctx: StepContext, i: int):
+        """Step i's (predictor, corrector) weights, or the extrapolation weights of D to sigma = 0."""
+        p = effective_order(self.order, i, ctx.num_steps, min(i + 1, self.order), self.lower_order_final)
+        sigmas = [ctx.sigma(j) for j in range(i - p + 1, i + 1)]
+        sigma, sigma_next = sigmas[-1], ctx.sigma(i + 1)
+        if sigma_next == 0:
+            return extrapolation_weights(sigmas)
+        lams = [lam(s) for s in sigmas]
+        return self._weights(lams, sigma, sigma_next, False), self._weights(lams, sigma, sigma_next, True)
 
     def step(self, ctx: StepContext, x, i, state: UniPCState) -> StepOutput:
         sigma, sigma_next = ctx.sigma(i), ctx.sigma(i + 1)
@@ -134,17 +139,19 @@ class UniPC(Solver):
             if self._final is FinalStep.DENOISE:
                 return ctx.finish(m, state)
             state.history.push(lam(sigma), m, keep=self.order)
-            p = effective_order(self.order, i, ctx.num_steps, len(state.history.values), self.lower_order_final)
-            sigmas = [math.exp(-v) for v in state.history.lams[-p:]]
-            return ctx.finish(combine(list(zip(extrapolation_weights(sigmas), state.history.values[-p:]))), state)
+            weights = state.history.plan[i]
+            return ctx.finish(combine(list(zip(weights, state.history.values[-len(weights) :]))), state)
         state.history.push(lam(sigma), m, keep=self.order)
-        p = effective_order(self.order, i, ctx.num_steps, len(state.history.values), self.lower_order_final)
-        hist = state.history.newest(p)
-        x_pred = self._update(x_hat, sigma, sigma_next, hist)
-        last = i == ctx.num_steps - 1
-        if last:
+        predictor, corrector = state.history.plan[i]
+        values = state.history.values[::-1]  # newest first: m_s, then the older outputs
+        x_pred = combine(list(zip(predictor, [x_hat] + values)))
+        if i == ctx.num_steps - 1:  # the last step has no corrector
             return StepOutput(x_pred * ctx.scale(sigma_next), m, state)
         m_next = ctx.denoise(x_pred, sigma_next)
-        x_next = self._update(x_hat, sigma, sigma_next, hist, extra=m_next) if self.corrector else x_pred
+        x_next = (
+            combine(list(zip(corrector, [x_hat] + values[: len(corrector) - 2] + [m_next])))
+            if self.corrector
+            else x_pred
+        )
         state.x_pred_output = m_next
         return StepOutput(x_next * ctx.scale(sigma_next), m_next, state)
