@@ -246,8 +246,11 @@ class ClassifierFreeGuidance:
 
     def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
         d_cond = self.denoiser(x, sigma, **cond)
+        if self.interval is None and self.scale == 1.0:  # decided on the host: no device sync
+            return d_cond
         w = self.weight(as_batch_sigma(sigma, x))
-        if bool((w == 1.0).all()):
+        # outside a guidance interval the unconditional call is skipped (one host sync per call, only then)
+        if self.interval is not None and bool((w == 1.0).all()):
             return d_cond
         d_uncond = self.denoiser(x, sigma, **{**cond, **self.uncond})
         return d_uncond + w * (d_cond - d_uncond)

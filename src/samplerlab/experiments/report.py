@@ -27,29 +27,21 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2e}"
 
 
-def _same(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return a == b or (math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 1e-5 * max(abs(a), abs(b)))
-
-
 def alias_groups(rows: list[BenchRow]) -> dict[str, list[str]]:
-    """Fixed-step solver specs whose results agree everywhere (same counted NFE, every metric equal to 1e-5
-    relative, on every problem and budget): one sampler under several names, e.g. Euler and DDIM (eta 0),
-    or Euler ancestral and CRASH, under EDM. Maps the first of each group to all its names."""
-    results: dict[str, list] = {}
+    """Fixed-step solver specs that are one sampler under several names on every problem (``same_as``: their
+    samples agree, ``bench.same_samples``), e.g. Euler and DDIM (eta 0), or Euler ancestral and CRASH, under
+    EDM. Maps the first of each group to all its names, in the order of the rows."""
+    specs = list(dict.fromkeys(r.solver for r in rows if r.tolerance is None))
+    heads_of: dict[str, set[str]] = {}
     for r in rows:
         if r.tolerance is None:
-            results.setdefault(r.solver, []).append((r.problem, r.nfe_budget, r.nfe, r.rms_ode, r.sw2, r.nll_gap))
+            heads_of.setdefault(r.solver, set()).add(r.same_as)
     groups: dict[str, list[str]] = {}
-    for spec, res in results.items():
-        for head in groups:
-            other = results[head]
-            if len(other) == len(res) and all(
-                a[:3] == b[:3] and all(_same(x, y) for x, y in zip(a[3:], b[3:])) for a, b in zip(other, res)
-            ):
-                groups[head].append(spec)
-                break
+    for spec in specs:
+        heads = heads_of[spec]
+        head = next(iter(heads)) if len(heads) == 1 else ""
+        if head and head in groups:
+            groups[head].append(spec)
         else:
             groups[spec] = [spec]
     return groups
