@@ -175,5 +175,5 @@ def test_heun_costs_two_calls_per_step_less_the_last():
 def test_unknown_solver_and_bad_parameters():
     with pytest.raises(ValueError, match="unknown solver .dpm.; valid names: .*heun"):
         make_solver("dpm")
-    with pytest.raises(ValueError, match="valid parameters: \\['eta'\\]"):
+    with pytest.raises(ValueError, match="valid parameters: eta"):
         make_solver("ddim", etta=1)

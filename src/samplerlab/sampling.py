@@ -10,6 +10,7 @@ denoiser, never assumed.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -22,7 +23,7 @@ from .noise import SampleNoise
 from .processes import EDM, Process
 from .solvers.base import Solver, StepContext
 
-__all__ = ["StepRecord", "SampleResult", "sample", "prior_sample", "generate"]
+__all__ = ["StepRecord", "SampleResult", "NonFiniteError", "sample", "prior_sample", "generate"]
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,29 @@ def sample(
     callback: Callable[[StepRecord], None] | None = None,
     progress: bool = False,
     hooks: Sequence = (),
+    nonfinite: str = "error",
 ) -> SampleResult:
     """Integrate from ``x`` at level grid[0] down the grid with ``solver``.
 
     ``x`` is in the process's coordinates (x = s(t) x_hat); the result is at the
     grid's last level. Stochastic solvers and noise-drawing hooks (e.g. ``Inpaint``) draw from ``noise``.
     ``hooks`` act on the state at every level (``samplerlab.conditioning``).
+
+    ``nonfinite``: what a NaN or infinity in the state does — "error" (default: a ``NonFiniteError`` naming
+    the first step and levels where it appeared), "warn" or "ignore". Each step records a flag on the state's
+    device and they are read once at the end, so the check costs no host-device synchronisation per step.
     """
     process = process or EDM()
     sigmas = validate_grid(grid, process)
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise ValueError(f"the starting state must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"the starting state must be a batch (B, ...), got shape {tuple(x.shape)}")
+    check = getattr(solver, "check_parameters", None)
+    if check is not None:
+        check()
     if solver.stochastic and noise is None:
         raise ValueError(f"solver {solver.name!r} is stochastic: pass noise=SampleNoise(seeds)")
     if noise is None and any(getattr(h, "needs_noise", False) for h in hooks):
@@ -93,7 +108,10 @@ def sample(
         from tqdm.auto import tqdm
 
         steps = tqdm(steps, desc=solver.name, unit="step", leave=False)
+    finite: list[Tensor] = []  # one flag per step, on the state's device
     with torch.no_grad():
+        if nonfinite != "ignore" and not bool(torch.isfinite(x).all()):
+            _nonfinite(nonfinite, "the starting state is not finite")
         for hook in hooks:
             x = hook.at_level(ctx, x, 0)
         for i in steps:
@@ -101,12 +119,36 @@ def sample(
             x, state = out.x, out.state
             for hook in hooks:
                 x = hook.at_level(ctx, x, i + 1)
+            if nonfinite != "ignore":
+                finite.append(torch.isfinite(x).all())
             if callback is not None:
                 callback(StepRecord(i, ctx.num_steps, ctx.sigma(i), ctx.sigma(i + 1), x, out.x0_hat, counter.calls))
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
     wall = time.perf_counter() - start
+    if finite:
+        ok = torch.stack(finite).cpu()
+        if not bool(ok.all()):
+            i = int((~ok).nonzero()[0])
+            _nonfinite(
+                nonfinite,
+                f"the state became non-finite at step {i + 1} of {ctx.num_steps} (sigma {ctx.sigma(i):g} -> "
+                f"{ctx.sigma(i + 1):g}) with {solver.describe()}: the model returned NaN / inf, or the solver diverged",
+            )
     return SampleResult(x, counter.calls, ctx.num_steps, wall, counter.seconds, solver.report(state))
+
+
+NONFINITE_POLICIES = ("error", "warn", "ignore")
+
+
+class NonFiniteError(FloatingPointError):
+    """A sampler's state became NaN or infinite (``sample(nonfinite="error")``)."""
+
+
+def _nonfinite(policy: str, message: str) -> None:
+    if policy == "error":
+        raise NonFiniteError(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def prior_sample(process: Process, sigma_start: float, noise: SampleNoise, shape: Sequence[int]) -> Tensor:

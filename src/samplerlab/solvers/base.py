@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -186,13 +187,19 @@ class Solver(ABC):
         return self.calls_per_step * num_steps
 
     def steps_for_nfe(self, nfe: int, final_zero: bool = True) -> int | None:
-        """Most steps whose NFE fits the budget; None when not even one step fits."""
-        best = None
-        n = 1
-        while self.nfe(n, final_zero) <= nfe:
-            best = n
-            n += 1
-        return best
+        """Most steps whose NFE fits the budget; None when not even one step fits. A bisection (NFE grows
+        with the steps), so a huge budget answers at once; budgets over ``MAX_STEPS`` steps are refused."""
+        if self.nfe(1, final_zero) > nfe:
+            return None
+        lo, hi = 1, 2
+        while self.nfe(hi, final_zero) <= nfe:  # lo fits, hi does not
+            lo, hi = hi, hi * 2
+            if lo > MAX_STEPS:
+                raise ValueError(f"an NFE budget of {nfe} means more than {MAX_STEPS} steps of {self.name}")
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.nfe(mid, final_zero) <= nfe else (lo, mid)
+        return lo
 
     def steps_within(self, nfe: int, label: str | None = None) -> int:
         """``steps_for_nfe``, or an error naming the solver (``label``: its spec) when no step fits."""
@@ -217,6 +224,35 @@ class Solver(ABC):
     def params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)} if hasattr(self, "__dataclass_fields__") else {}
 
+    # valid ranges of numeric parameters, (low, high) inclusive; None: unbounded but finite; math.inf: inf allowed
+    PARAM_RANGES: ClassVar[dict[str, tuple]] = {}
+
+    def check_parameters(self) -> None:
+        """Every parameter of the type its field declares (float, int, bool, str, optionally None), finite
+        and within ``PARAM_RANGES``; the error names the solver, the parameter, the value and what is valid.
+        ``make_solver`` and ``sample`` call it, so a bad value never runs."""
+        for f in fields(self) if hasattr(self, "__dataclass_fields__") else ():
+            value = getattr(self, f.name)
+            kinds = [k.strip() for k in str(f.type).split("|")]
+            if value is None and "None" in kinds:
+                continue
+            base = kinds[0]
+            ok = {
+                "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
+                "str": isinstance(value, str),
+            }.get(base, True)  # other annotations (a Solver, a Corrector) are checked by the solver itself
+            if not ok:
+                raise ValueError(f"{self.name}: {f.name} must be {base}, got {value!r}")
+            lo, hi = self.PARAM_RANGES.get(f.name, (None, None))
+            infinite_ok = (value == math.inf and hi == math.inf) or (value == -math.inf and lo == -math.inf)
+            if base in ("float", "int") and not math.isfinite(value) and not infinite_ok:
+                raise ValueError(f"{self.name}: {f.name} must be finite, got {value!r}")
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise ValueError(f"{self.name}: {f.name} must be in {span}, got {value!r}")
+
     def describe(self) -> str:
         p = ", ".join(f"{k}={v}" for k, v in self.params().items())
         return f"{self.name}({p})" if p else self.name
@@ -226,6 +262,7 @@ class EtaNoise:
     """Mixin of solvers whose fresh noise is scaled by a field ``eta``: stochastic exactly when eta > 0."""
 
     eta: float
+    PARAM_RANGES: ClassVar[dict[str, tuple]] = {"eta": (0.0, None)}
 
     @property
     def stochastic(self) -> bool:
@@ -333,6 +370,8 @@ def grid_plan(solver: "Solver", ctx: StepContext, build: Callable[[StepContext, 
     return plan
 
 
+MAX_STEPS = 100_000  # more steps than any sampler needs: a larger request is a typo, not a plan
+
 LOWER_ORDER_FINAL_BELOW = 15  # runs shorter than this lower the order of their last steps
 
 
@@ -379,10 +418,19 @@ def solver_from_spec(spec: str, **overrides) -> Solver:
 
 
 def make_solver(name: str, **params) -> Solver:
-    """Build a registered solver by name (configuration / CLI boundary)."""
+    """Build a registered solver by name or spec ('unipc:order=3'; configuration / CLI boundary), its
+    parameters checked (``Solver.check_parameters``)."""
+    if ":" in name:
+        name, spec_params = parse_solver_spec(name)
+        params = {**spec_params, **params}
     cls = SOLVERS.get(name)
+    valid = list(getattr(cls, "__dataclass_fields__", {}))
+    unknown = [k for k in params if valid and k not in valid]
+    if unknown:
+        raise ValueError(f"solver {name!r} has no parameter {unknown[0]!r}; valid parameters: {', '.join(valid)}")
     try:
-        return cls(**params)
+        solver = cls(**params)
     except TypeError as err:
-        valid = list(getattr(cls, "__dataclass_fields__", {}))
-        raise ValueError(f"bad parameters {params} for solver {name!r}; valid parameters: {valid}") from err
+        raise ValueError(f"bad parameters {params} for solver {name!r}: {err}; valid parameters: {valid}") from None
+    solver.check_parameters()
+    return solver

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .base import SOLVERS, DenoisedStep, EtaNoise, StepContext
 
@@ -48,6 +49,7 @@ class CRASH(EtaNoise, DenoisedStep):
     eta = 0: its deterministic sampler, equal to DDIM. Order 1, 1 model call per step."""
 
     eta: float = 1.0
+    PARAM_RANGES: ClassVar[dict[str, tuple]] = {"eta": (0.0, None)}
 
     name = "crash"
     order = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .base import SOLVERS, Solver, StepContext, StepOutput
 
@@ -27,6 +28,12 @@ class EDMStochastic(Solver):
     s_noise: float = 1.003
 
     name = "edm-stochastic"
+    PARAM_RANGES: ClassVar[dict[str, tuple]] = {
+        "s_churn": (0.0, None),
+        "s_tmin": (0.0, None),
+        "s_tmax": (0.0, math.inf),
+        "s_noise": (0.0, None),
+    }
     order = 2
     calls_per_step = 2
     stochastic = True

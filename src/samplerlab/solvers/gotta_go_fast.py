@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -37,6 +38,12 @@ class GottaGoFast(Solver):
     h_init: float = 0.01
     theta: float = 0.9
     r: float = 0.9
+    PARAM_RANGES: ClassVar[dict[str, tuple]] = {
+        "abstol": (0.0, None),
+        "reltol": (0.0, None),
+        "theta": (0.0, 1.0),
+        "r": (0.0, None),
+    }
     extrapolation: bool = True
     max_attempts: int = 100_000
 

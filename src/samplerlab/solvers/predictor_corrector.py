@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -128,6 +129,7 @@ class PredictorCorrector(Solver):
     predictor: str = "reverse-diffusion"
     corrector: str = "langevin"
     corrector_steps: int = 1
+    PARAM_RANGES: ClassVar[dict[str, tuple]] = {"snr": (0.0, None), "corrector_steps": (0, 100)}
     snr: float = 0.16
 
     name = "pc"
