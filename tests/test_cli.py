@@ -30,7 +30,7 @@ def test_bench_small_run_writes_all_outputs(tmp_path, capsys):
     (["bench", "--problems", "moons"], "unknown problem 'moons'; valid names: ring, gmm64"),
     (["bench", "--grid", "cosine"], "unknown grid 'cosine'; valid names: karras"),
     (["bench", "--dtype", "float16"], "unknown dtype 'float16'; valid dtypes: float32, float64"),
-    (["bench", "--nfe", "0,5"], "NFE budgets must be positive integers"),
+    (["bench", "--nfe", "0,5"], "expected integers >= 1"),
     (["bench", "--solver-param", "ddim.etaa=1"], "valid parameters: eta"),
     (["bench", "--solvers", "euler", "--solver-param", "ddim.eta=1"], "solvers not in the run"),
     (["bench", "--solvers", "unipc:order"], "bad solver spec"),

@@ -70,21 +70,26 @@ def validate_grid(sigmas, process: Process | None = None) -> Tensor:
     return g
 
 
+MAX_GRID_STEPS = 100_000  # as solvers.base.MAX_STEPS: more is a typo, and 10^9 levels would need ~24 GB
+
+
 def _range(process: Process | None, sigma_min, sigma_max) -> tuple[float, float]:
     if sigma_min is None or sigma_max is None:
         if process is None:
             raise ValueError("give sigma_min and sigma_max, or a process to take them from")
         sigma_min = process.sigma_min if sigma_min is None else sigma_min
         sigma_max = process.sigma_max if sigma_max is None else sigma_max
-    if not 0 < sigma_min < sigma_max:
+    if not (math.isfinite(sigma_min) and math.isfinite(sigma_max) and 0 < sigma_min < sigma_max):
         raise GridError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
     return float(sigma_min), float(sigma_max)
 
 
 def _ramp(num_steps: int, final_zero: bool) -> Tensor:
     """Positions in [0, 1] of the non-final levels."""
-    if int(num_steps) != num_steps or num_steps < 1:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, float)) or int(num_steps) != num_steps:
         raise GridError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if not 1 <= num_steps <= MAX_GRID_STEPS:
+        raise GridError(f"num_steps must be a positive integer <= {MAX_GRID_STEPS}, got {num_steps!r}")
     n = num_steps if final_zero else num_steps + 1
     if n == 1:
         return torch.zeros(1, dtype=torch.float64)
@@ -112,6 +117,8 @@ def karras(
 ) -> Tensor:
     """sigma_i = (sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho (Karras et al. 2022, eq. 5)."""
     lo, hi = _range(process, sigma_min, sigma_max)
+    if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+        raise GridError(f"karras rho must be a finite number > 0, got {rho!r}")
     r = _ramp(num_steps, final_zero)
     levels = (hi ** (1 / rho) + r * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
     return _finish(levels, final_zero, process, (lo, hi))

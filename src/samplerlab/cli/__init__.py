@@ -8,7 +8,9 @@ the registries; a bad name gets an error listing the valid ones.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from ..registry import UnknownNameError
 from . import bench, enhance, evaluate, likelihood, listing, optimise_steps, run, sample, schedules, speech, train
@@ -18,13 +20,26 @@ __all__ = ["main", "make_parser"]
 COMMANDS = (bench, run, schedules, optimise_steps, likelihood, sample, train, evaluate, speech, enhance, listing)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (the usage itself is in --help), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samplerlab", description="Samplers for diffusion models, measured.")
+    parser = OneLineParser(prog="samplerlab", description="Samplers for diffusion models, measured.")
     parser.add_argument(
         "--threads",
         type=int,
         default=None,
         help="torch threads (default: $SAMPLERLAB_THREADS or 1; more oversubscribes 2-core machines)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=bool(os.environ.get("SAMPLERLAB_DEBUG")),
+        help="show the traceback of an error (or set SAMPLERLAB_DEBUG=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
@@ -32,13 +47,31 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USAGE_ERRORS = (UnknownNameError, ValueError, TypeError)  # bad input: exit status 2, like argparse's own
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    """Run a command: 0 on success; 2 for a bad input (one line on stderr, as argparse's errors), 1 for a
+    failure while working (a file that cannot be read, a diverging run, ...), 130 when interrupted. The
+    traceback is shown only with ``--debug`` or SAMPLERLAB_DEBUG=1."""
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error already printed: its status, not an exception
+        return done.code if isinstance(done.code, int) else 2
     from ..runtime import configure_threads, foreground_threads
 
     try:
         configure_threads(args.threads, fallback=foreground_threads() if getattr(args, "foreground", False) else 1)
         return args.func(args)
-    except (UnknownNameError, ValueError) as err:
-        print(f"samplerlab: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("samplerlab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place every error becomes a message
+        if args.debug:
+            traceback.print_exc()
+        usage = isinstance(err, USAGE_ERRORS)
+        kind = "" if usage or isinstance(err, (OSError, RuntimeError)) else f"{type(err).__name__}: "
+        hint = "" if args.debug else " (--debug shows the traceback)"
+        message = str(err) or type(err).__name__
+        print(f"samplerlab: error: {kind}{message}{'' if usage else hint}", file=sys.stderr)
+        return 2 if usage else 1

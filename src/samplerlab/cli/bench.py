@@ -6,14 +6,24 @@ from __future__ import annotations
 import sys
 import time
 
-from .common import add_no_progress, csv_list, float_list, int_list, key_values, solver_params
+from .common import (
+    add_no_progress,
+    csv_list,
+    float_list,
+    key_values,
+    nonnegative_int,
+    output_dir,
+    positive_int,
+    positive_int_list,
+    solver_params,
+)
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="exact-score benchmark of solvers x NFE on analytic problems", description=__doc__)
     p.add_argument("--problems", help="comma-separated problems (default: ring,gmm64; see `samplerlab list`)")
     p.add_argument("--solvers", help="solver specs, e.g. heun,dpm-solver++:order=3 (default: one per family)")
-    p.add_argument("--nfe", type=int_list, help="comma-separated NFE budgets (default: 5,10,20,50)")
+    p.add_argument("--nfe", type=positive_int_list, help="comma-separated NFE budgets (default: 5,10,20,50)")
     p.add_argument("--grid", default="karras", help="time grid (default: karras)")
     p.add_argument("--grid-param", action="append", metavar="KEY=VALUE", help="grid parameter, e.g. rho=7")
     p.add_argument("--process", default="edm", help="noise process (default: edm)")
@@ -29,10 +39,12 @@ def add_parser(sub) -> None:
         type=float_list,
         help="tolerances for adaptive solvers (default: dopri5 rtol 0.1,0.01,0.001; ggf reltol 0.1,0.05,0.02)",
     )
-    p.add_argument("--samples", type=int, default=None, help="samples per problem (default: per problem)")
-    p.add_argument("--seed", type=int, default=0, help="first seed; samples use seed, seed+1, ...")
+    p.add_argument("--samples", type=positive_int, default=None, help="samples per problem (default: per problem)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="first seed; samples use seed, seed+1, ...")
     p.add_argument("--dtype", default="float32", help="float32 or float64 (default: float32)")
-    p.add_argument("--out", help="folder for results.csv, results.json, table.txt and quality_vs_nfe.png")
+    p.add_argument(
+        "--out", type=output_dir, help="folder for results.csv, results.json, table.txt and quality_vs_nfe.png"
+    )
     add_no_progress(p)
     p.set_defaults(func=run)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from ..solvers.base import parse_value
 
@@ -15,7 +17,77 @@ __all__ = [
     "add_unet_args",
     "add_device_arg",
     "add_no_progress",
+    "output_dir",
+    "output_file",
+    "positive_int",
+    "nonnegative_int",
 ]
+
+
+def _writable_parent(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise argparse.ArgumentTypeError(f"{path}: its folder {parent} does not exist")
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: cannot write in {parent}")
+
+
+def output_dir(text: str) -> str:
+    """An output folder: an existing writable folder, or a new one in an existing writable folder. Checked
+    when the arguments are parsed, before any work, and nothing is created here."""
+    path = Path(text)
+    if path.exists():
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"cannot write in {text}")
+    else:
+        _writable_parent(path)
+    return text
+
+
+def output_file(text: str, suffixes: tuple[str, ...] = ()) -> str:
+    """An output file: not a folder, in an existing writable folder, with one of ``suffixes`` if given."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise argparse.ArgumentTypeError(f"{text}: the file type must be one of {', '.join(suffixes)}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot overwrite {text}")
+    _writable_parent(path)
+    return text
+
+
+def image_file(text: str) -> str:
+    return output_file(text, (".png", ".pdf", ".svg", ".jpg"))
+
+
+def json_file(text: str) -> str:
+    return output_file(text, (".json",))
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def csv_list(text: str) -> list[str]:
@@ -24,9 +96,20 @@ def csv_list(text: str) -> list[str]:
 
 def int_list(text: str) -> list[int]:
     try:
-        return [int(p) for p in csv_list(text)]
+        values = [int(p) for p in csv_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
+
+
+def positive_int_list(text: str) -> list[int]:
+    values = int_list(text)
+    bad = [v for v in values if v < 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {bad[0]} in {text!r}")
+    return values
 
 
 def float_list(text: str) -> list[float]:
@@ -93,10 +176,10 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
 def add_training_run_args(p: argparse.ArgumentParser, func, *, out: str | None, out_help: str) -> None:
     """What every training command takes after its model options: checkpoint interval, device, seed,
     output folder, progress; training owns the machine, so it defaults to all usable cores."""
-    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--checkpoint-every", type=positive_int, default=500)
     add_device_arg(p)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=out, help=out_help)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
+    p.add_argument("--out", type=output_dir, default=out, help=out_help)
     add_no_progress(p)
     p.set_defaults(func=func, foreground=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_no_progress
+from .common import add_no_progress, output_dir
 
 
 def add_parser(sub) -> None:
@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
         help="stop at t_eps with its noise instead of the final denoising step SGMSE+ returns",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="enhanced")
+    p.add_argument("--out", type=output_dir, default="enhanced")
     add_no_progress(p)
     p.set_defaults(func=run)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_no_progress, csv_list, float_list, int_list
+from .common import add_no_progress, csv_list, float_list, int_list, output_dir
 
 
 def add_parser(sub) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
         help="cache folder for the classifier and reference statistics "
         "(default: $SAMPLERLAB_CACHE or ~/.cache/samplerlab)",
     )
-    p.add_argument("--out", help="folder for table.md and results.json")
+    p.add_argument("--out", type=output_dir, help="folder for table.md and results.json")
     add_no_progress(p)
     p.set_defaults(func=run)
 

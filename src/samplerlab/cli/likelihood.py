@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from .common import nonnegative_int, positive_int
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("likelihood", help="negative log-likelihood through the probability-flow ODE")
     p.add_argument("--problem", default="ring", help="analytic problem (default: ring)")
-    p.add_argument("--samples", type=int, default=256)
+    p.add_argument("--samples", type=positive_int, default=256)
     p.add_argument("--checkpoint", help="image model from samplerlab train: NLL of held-out images in bits/dim")
     p.add_argument("--data", help="data set for --checkpoint (default: the checkpoint's own, held-out split)")
     p.add_argument("--data-dir", help="folder of a local data set given by --data")
@@ -15,10 +17,10 @@ def add_parser(sub) -> None:
         choices=["exact", "hutchinson-rademacher", "hutchinson-gaussian"],
         help="default: exact for analytic problems, hutchinson-rademacher for checkpoints",
     )
-    p.add_argument("--probes", type=int, default=1, help="Hutchinson probes per sample")
+    p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per sample")
     p.add_argument("--sigma-max", type=float, default=80.0)
     p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.set_defaults(func=run)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_no_progress
+from .common import add_no_progress, output_dir
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="run an experiment file (solver x schedule x transform x steps), resumable")
     p.add_argument("experiment", help="TOML file, e.g. examples/sgmse_schedule_study.toml")
-    p.add_argument("--out", help="run folder (default: runs/NAME); re-running resumes it")
+    p.add_argument("--out", type=output_dir, help="run folder (default: runs/NAME); re-running resumes it")
     add_no_progress(p)
     p.set_defaults(func=run)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import csv_list, float_list
+from .common import csv_list, float_list, image_file
 
 
 def add_parser(sub) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=0, help="also mark N time steps")
     p.add_argument("--offset", type=float, default=1.0, help="timestep offset alpha for the marked steps")
     p.add_argument("--power", type=float, default=1.0, help="power warp of the marked steps")
-    p.add_argument("--out", default="schedules.png")
+    p.add_argument("--out", type=image_file, default="schedules.png")
     p.set_defaults(func=run)
 
 

@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 from . import speech_eval, speech_train
-from .common import add_no_progress, csv_list
+from .common import add_no_progress, csv_list, output_dir
 
 
 def add_parser(sub) -> None:
     speech = sub.add_parser("speech", help="speech enhancement: corpus, Gaussian prior, metrics")
     s = speech.add_subparsers(dest="speech_command", required=True)
     mc = s.add_parser("make-corpus", help="synthetic noisy speech (espeak-ng voices + noise), resumable")
-    mc.add_argument("--out", default="data/speech-corpus")
+    mc.add_argument("--out", type=output_dir, default="data/speech-corpus")
     mc.add_argument("--train", type=int, default=200)
     mc.add_argument("--valid", type=int, default=20)
     mc.add_argument("--test", type=int, default=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_no_progress, csv_list
+from .common import add_no_progress, csv_list, json_file
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
         "calibration.json, and model_v8.onnx for P.808) for the dnsmos_* "
         "scores; none is downloaded",
     )
-    se.add_argument("--out", help="JSON file for the figures")
+    se.add_argument("--out", type=json_file, help="JSON file for the figures")
     add_no_progress(se)
     se.set_defaults(func=run)
 

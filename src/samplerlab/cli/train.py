@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_training_run_args, add_unet_args, unet_settings
+from .common import add_training_run_args, add_unet_args, positive_int, unet_settings
 
 
 def add_parser(sub) -> None:
@@ -17,9 +17,9 @@ def add_parser(sub) -> None:
         "--data", default="digits", help="digits (bundled), cifar10, fashion-mnist, image-folder, or a 2-D toy"
     )
     p.add_argument("--data-dir", help="folder of a local data set")
-    p.add_argument("--samples", type=int, default=20000, help="points drawn for a 2-D toy")
-    p.add_argument("--steps", type=int, help="optimiser steps (default: 4000 images, 3000 toys)")
-    p.add_argument("--batch-size", type=int, help="global batch (default: 128 images, 256 toys)")
+    p.add_argument("--samples", type=positive_int, default=20000, help="points drawn for a 2-D toy")
+    p.add_argument("--steps", type=positive_int, help="optimiser steps (default: 4000 images, 3000 toys)")
+    p.add_argument("--batch-size", type=positive_int, help="global batch (default: 128 images, 256 toys)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3)")
     add_unet_args(p, channels=32, mult=[1, 2, 2], attention=[4])
     p.add_argument("--dropout", type=float, default=0.1)
