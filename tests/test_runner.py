@@ -81,7 +81,7 @@ def test_a_killed_run_resumes_without_recomputing(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ('name = "small"', None),
-    ('problem = "ouve-gmm"\nbogus = 1', "unknown \\[experiment\\] keys \\['bogus'\\]"),
+    ('problem = "ouve-gmm"\nbogus = 1', "\\[experiment\\]: unknown key 'bogus'"),
     ('schedules = ["base", "linear"]', None),
     ('problem = "ouve-gmm"', None),
 ])

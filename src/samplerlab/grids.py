@@ -86,7 +86,8 @@ def _range(process: Process | None, sigma_min, sigma_max) -> tuple[float, float]
 
 def _ramp(num_steps: int, final_zero: bool) -> Tensor:
     """Positions in [0, 1] of the non-final levels."""
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, float)) or int(num_steps) != num_steps:
+    integral = isinstance(num_steps, int) or (isinstance(num_steps, float) and num_steps.is_integer())
+    if isinstance(num_steps, bool) or not integral:
         raise GridError(f"num_steps must be a positive integer, got {num_steps!r}")
     if not 1 <= num_steps <= MAX_GRID_STEPS:
         raise GridError(f"num_steps must be a positive integer <= {MAX_GRID_STEPS}, got {num_steps!r}")
@@ -120,7 +121,12 @@ def karras(
     if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
         raise GridError(f"karras rho must be a finite number > 0, got {rho!r}")
     r = _ramp(num_steps, final_zero)
-    levels = (hi ** (1 / rho) + r * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    try:
+        levels = (hi ** (1 / rho) + r * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+    except OverflowError:
+        levels = None
+    if levels is None or not bool(torch.isfinite(levels).all()):
+        raise GridError(f"karras rho={rho!r} is too small for sigma_max={hi:g}: sigma_max^(1/rho) overflows")
     return _finish(levels, final_zero, process, (lo, hi))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import add_no_progress, output_dir
+from .common import add_no_progress, nonnegative_int, output_dir, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -35,14 +35,14 @@ def add_parser(sub) -> None:
         help="solver spec; pc (default) is SGMSE+'s: reverse-diffusion predictor + annealed-Langevin "
         "corrector, snr 0.5 (spell out pc:... for other predictors / correctors)",
     )
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--snr", type=float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
+    p.add_argument("--steps", type=positive_int, default=30)
+    p.add_argument("--snr", type=positive_float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
     p.add_argument(
         "--no-final-denoise",
         action="store_true",
         help="stop at t_eps with its noise instead of the final denoising step SGMSE+ returns",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--out", type=output_dir, default="enhanced")
     add_no_progress(p)
     p.set_defaults(func=run)

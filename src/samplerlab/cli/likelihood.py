@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import nonnegative_int, positive_int
+from .common import nonnegative_int, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
         help="default: exact for analytic problems, hutchinson-rademacher for checkpoints",
     )
     p.add_argument("--probes", type=positive_int, default=1, help="Hutchinson probes per sample")
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--sigma-max", type=positive_float, default=80.0)
+    p.add_argument("--rtol", type=positive_float, default=1e-5)
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.set_defaults(func=run)
 

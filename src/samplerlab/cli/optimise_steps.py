@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from .common import nonnegative_int, positive_int
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("optimise-steps", help="choose a solver's steps by dynamic programming and save them")
     p.add_argument("--problem", default="ring", help="analytic problem (default: ring)")
     p.add_argument("--process", default="edm")
     p.add_argument("--solver", default="heun", help="solver spec (default: heun)")
-    p.add_argument("--nfe", type=int, default=10, help="NFE budget (default: 10)")
-    p.add_argument("--candidates", type=int, default=48, help="candidate levels (Karras rho 7, default: 48)")
-    p.add_argument("--calibration", type=int, default=256, help="calibration samples (default: 256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nfe", type=positive_int, default=10, help="NFE budget (default: 10)")
+    p.add_argument("--candidates", type=positive_int, default=48, help="candidate levels (Karras rho 7, default: 48)")
+    p.add_argument("--calibration", type=positive_int, default=256, help="calibration samples (default: 256)")
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--name", help="saved grid name (default: PROBLEM-SOLVER-nfeN)")
     p.add_argument("--grid-dir", help="folder for saved grids (default: $SAMPLERLAB_GRID_DIR or ./grids)")
     p.set_defaults(func=run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_no_progress, image_file, nonnegative_int, positive_int
+from .common import add_no_progress, finite_float, image_file, nonnegative_int, positive_int
 
 GRID_HELP = (
     "karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / diffusers-linspace / "
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=20)
     p.add_argument("--grid", default="karras", help=GRID_HELP)
     p.add_argument("--checkpoint", help="checkpoint folder written by samplerlab train")
-    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
+    p.add_argument("--cfg", type=finite_float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     p.add_argument("--class-label", type=nonnegative_int, help="one class for every sample (default: seed %% classes)")
     p.add_argument("--seeds", default="0-15", help="e.g. 0-63 or 1,5,9")
     p.add_argument("--out", type=image_file, default="samples.png")

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from . import speech_eval, speech_train
-from .common import add_no_progress, csv_list, output_dir
+from .common import add_no_progress, csv_list, finite_float, output_dir
 
 
 def add_parser(sub) -> None:
@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
     mc.add_argument("--valid", type=int, default=20)
     mc.add_argument("--test", type=int, default=30)
     mc.add_argument("--seed", type=int, default=0)
-    mc.add_argument("--snr-min", type=float, default=0.0)
-    mc.add_argument("--snr-max", type=float, default=20.0)
+    mc.add_argument("--snr-min", type=finite_float, default=0.0)
+    mc.add_argument("--snr-max", type=finite_float, default=20.0)
     mc.add_argument("--noise", help="comma-separated noise types (default: white,pink,brown,babble)")
     add_no_progress(mc)
     mc.set_defaults(func=make_corpus)

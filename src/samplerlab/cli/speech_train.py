@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_training_run_args, add_unet_args, unet_settings
+from .common import add_training_run_args, add_unet_args, positive_float, positive_int, unet_settings
 
 
 def add_parser(sub) -> None:
     st = sub.add_parser("train", help="train the speech score network (U-Net on [Re, Im] of x and y); resumable")
     st.add_argument("--corpus", required=True, help="make-corpus folder or VoiceBank-DEMAND root (its train split)")
-    st.add_argument("--steps", type=int, default=8000, help="default 8000: about an hour on 2 CPU cores (4000: 28 min)")
-    st.add_argument("--batch-size", type=int, default=8)
-    st.add_argument("--lr", type=float, default=5e-4)
-    st.add_argument("--crop", type=int, default=64, help="frames per training crop (default: 64, about 0.5 s)")
+    st.add_argument(
+        "--steps", type=positive_int, default=8000, help="default 8000: about an hour on 2 CPU cores (4000: 28 min)"
+    )
+    st.add_argument("--batch-size", type=positive_int, default=8)
+    st.add_argument("--lr", type=positive_float, default=5e-4)
+    st.add_argument("--crop", type=positive_int, default=64, help="frames per training crop (default: 64, about 0.5 s)")
     add_unet_args(st, channels=16, mult=[1, 2, 2, 2], attention=[32])  # sized for CPUs
     add_training_run_args(st, run, out="runs/speech-net", out_help="checkpoint folder (default: runs/speech-net)")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_training_run_args, add_unet_args, positive_int, unet_settings
+from .common import add_training_run_args, add_unet_args, dropout_rate, positive_int, unet_settings
 
 
 def add_parser(sub) -> None:
@@ -22,9 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, help="global batch (default: 128 images, 256 toys)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3)")
     add_unet_args(p, channels=32, mult=[1, 2, 2], attention=[4])
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--hidden", type=int, default=128, help="MLP width (2-D toys)")
-    p.add_argument("--depth", type=int, default=3, help="MLP blocks (2-D toys)")
+    p.add_argument("--dropout", type=dropout_rate, default=0.1)
+    p.add_argument("--hidden", type=positive_int, default=128, help="MLP width (2-D toys)")
+    p.add_argument("--depth", type=positive_int, default=3, help="MLP blocks (2-D toys)")
     p.add_argument(
         "--no-sample-grids",
         dest="sample_every_checkpoint",

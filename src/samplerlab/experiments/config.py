@@ -20,8 +20,10 @@ TOML layout::
     transforms = ["none"]       # none | steepness=A | offset=A | power=P
     steps = [10, 15, 30]        # or nfe = [...]
 
-Every name is resolved here, once, before any work; an error names the file, the key and the valid
-choices. A cell is one (study, solver, schedule, transform, steps or NFE budget) of the grid.
+The file's types and ranges are checked by pydantic (``ExperimentSchema``, ``StudySchema``: strict types, so
+``samples = "many"``, ``seed = 1.5`` or ``solvers = "heun"`` are errors, not coercions), then every name is
+resolved here, once, before any work; an error names the file, the table, the key, the bad value and the
+valid range or choices. A cell is one (study, solver, schedule, transform, steps or NFE budget) of the grid.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ import enum
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+import pydantic
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..metrics.registry import Needs, default_metrics, metrics_for
 from ..problems import CONDITIONAL_PROBLEMS, PROBLEMS
@@ -188,31 +193,89 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
+MAX_SAMPLES = 10_000_000
+MAX_STEPS = 100_000
+Count = Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+Seed = Annotated[int, Field(ge=0, lt=2**64)]
+Scalar = bool | int | float | str
+
+
+class ExperimentSchema(BaseModel):
+    """The [experiment] table's types and ranges (``ExperimentConfig`` holds the values and their meaning)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(min_length=1)]
+    problem: Annotated[str, Field(min_length=1)]
+    process: str = "edm"
+    process_params: dict[str, Scalar] = {}
+    samples: Count | None = None
+    seed: Seed = 0
+    dtype: str = "float64"
+    metrics: list[str] = []
+    corpus: str = ""
+    files: Count | None = None
+    model: str = "gaussian"
+    prior: str = "utterance"
+    dnsmos: str = ""
+
+
+class StudySchema(BaseModel):
+    """A [[study]] table's types and ranges."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(min_length=1)]
+    solvers: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    schedules: list[str] = ["base"]
+    transforms: list[str] = ["none"]
+    steps: list[Steps] = []
+    nfe: list[Steps] = []
+
+
+def _schema_error(path: Path, table: str, err: pydantic.ValidationError) -> ValueError:
+    """The first problem of a pydantic error as one sentence naming the file, table, key and value."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(table)"
+    if first["type"] == "extra_forbidden":
+        return ValueError(f"{path}: {table}: unknown key {key!r}")
+    if first["type"] == "missing":
+        return ValueError(f"{path}: {table}: {key} is required")
+    return ValueError(f"{path}: {table}: {key} = {first.get('input')!r}: {first['msg'].lower()}")
+
+
 def load_experiment(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"no experiment file at {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not an experiment file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text (TOML) file") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from None
-    exp = dict(raw.get("experiment", {}))
-    studies_raw = raw.get("study", [])
-    known = {f.name for f in dataclasses.fields(ExperimentConfig)} - {"studies"}
-    unknown = set(exp) - known
+    unknown = set(raw) - {"experiment", "study"}
     if unknown:
-        raise ValueError(f"{path}: unknown [experiment] keys {sorted(unknown)}; valid: {sorted(known)}")
-    study_fields = {f.name for f in dataclasses.fields(StudyConfig)}
+        raise ValueError(f"{path}: unknown tables {sorted(unknown)}; valid: [experiment], [[study]]")
+    if not isinstance(raw.get("experiment", {}), dict) or not isinstance(raw.get("study", []), list):
+        raise ValueError(f"{path}: write [experiment] as a table and each [[study]] as an array of tables")
+    try:
+        exp = ExperimentSchema.model_validate(raw.get("experiment", {})).model_dump()
+    except pydantic.ValidationError as err:
+        raise _schema_error(path, "[experiment]", err) from None
     studies = []
-    for st in studies_raw:
-        bad = set(st) - study_fields
-        if bad:
-            raise ValueError(f"{path}: unknown [[study]] keys {sorted(bad)}; valid: {sorted(study_fields)}")
-        studies.append(StudyConfig(**st))
-    if "name" not in exp or "problem" not in exp:
-        raise ValueError(f"{path}: [experiment] needs name and problem")
+    for i, st in enumerate(raw.get("study", [])):
+        try:
+            studies.append(StudyConfig(**StudySchema.model_validate(st).model_dump()))
+        except pydantic.ValidationError as err:
+            label = f"[[study]] {i + 1}" + (f" ({st['name']!r})" if isinstance(st, dict) and "name" in st else "")
+            raise _schema_error(path, label, err) from None
     config = ExperimentConfig(studies=studies, **exp)
-    config.validate()
+    try:
+        config.validate()
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     return config
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -64,6 +65,19 @@ def run_experiment(
     config.validate()
     rank, world = rank_and_world()
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a folder")
+    created = not out_dir.exists()
+    try:
+        return _run(config, out_dir, rank, world, progress, on_cell)
+    except BaseException:
+        # a run that fails before its first result leaves no folder behind; one with results stays resumable
+        if created and rank == 0 and not any(out_dir.glob("results*.jsonl")):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _run(config, out_dir: Path, rank: int, world: int, progress: bool, on_cell) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
