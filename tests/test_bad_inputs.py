@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from samplerlab.cli import main
 from samplerlab.grids import make_grid
 from samplerlab.noise import SampleNoise
-from samplerlab.processes import EDM
+from samplerlab.processes import EDM, make_process
 from samplerlab.sampling import NonFiniteError, sample
 from samplerlab.solvers import make_solver, solver_from_spec
 
@@ -72,6 +72,9 @@ CLI_CASES = [
     (["bench", "--grid-param", "rho", *FAST], "'rho'"),
     (["bench", "--grid-param", "sigma_min=-1", *FAST], "sigma_min=-1"),
     (["bench", "--process", "nosuch", *FAST], "nosuch"),
+    (["bench", "--process-param", "t_max=nan", *FAST], "nan"),
+    (["bench", "--process-param", "t_min=-1", *FAST], "-1"),
+    (["bench", "--process-param", "t_mx=80", *FAST], "t_mx"),
     # schedules plot
     (["schedules", "plot", "--out", "adir"], "adir is a folder"),
     (["schedules", "plot", "--out", "plot.txt"], "plot.txt"),
@@ -188,6 +191,8 @@ TOML_CASES = [
     ("experiment", "process", '"nosuch"', "nosuch"),
     ("experiment", "process", "1", "process = 1"),
     ("experiment", "process_params", '"t_max"', "process_params"),
+    ("experiment", "process_params", "{ theta = -1.0 }", "-1.0"),
+    ("experiment", "process_params", "{ t_min = 2.0 }", "t_min < t_max"),
     ("experiment", "samples", "-1", "samples = -1"),
     ("experiment", "samples", "0", "samples = 0"),
     ("experiment", "samples", '"many"', "samples = 'many'"),
@@ -294,6 +299,10 @@ API_CASES = [
     (lambda: solver_from_spec("ddim:eta=-1"), "-1"),
     (lambda: make_solver("edm-stochastic", s_churn=-1.0), "-1"),
     (lambda: make_solver("pc", snr=-1.0), "-1"),
+    (lambda: make_process("ouve", theta=-1.0), "-1"),
+    (lambda: make_process("ouve", theta=0.0), "theta"),
+    (lambda: make_process("ve", sigma_lo=60.0), "sigma_lo <= sigma_hi"),
+    (lambda: make_process("edm", t_max=math.inf), "inf"),
 ]
 
 

@@ -54,6 +54,27 @@ class Process(ABC):
     t_min: float
     t_max: float
 
+    # pairs of fields that must be ordered (low <= high); t_min < t_max always
+    ORDERED: tuple = (("sigma_lo", "sigma_hi"), ("beta_min", "beta_max"))
+
+    def check_parameters(self) -> None:
+        """Every numeric parameter a finite number >= 0, t_min < t_max and the ranges ordered; the error
+        names the process, the parameter and the value. ``make_process`` calls it."""
+        for key, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"process {self.name}: {key} must be a finite number >= 0, got {value!r}")
+        if not self.t_min < self.t_max:
+            raise ValueError(f"process {self.name}: need t_min < t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        for lo, hi in self.ORDERED:
+            if hasattr(self, lo) and hasattr(self, hi) and not getattr(self, lo) <= getattr(self, hi):
+                raise ValueError(
+                    f"process {self.name}: need {lo} <= {hi}, got {getattr(self, lo)}, {getattr(self, hi)}"
+                )
+        if getattr(self, "theta", 1.0) == 0:
+            raise ValueError(f"process {self.name}: theta must be > 0 (the drift toward y), got 0")
+
     @abstractmethod
     def s(self, t) -> Tensor: ...
 
@@ -388,7 +409,9 @@ def make_process(name: str, **params) -> Process:
     """Build a registered process by name (CLI / config boundary)."""
     cls = PROCESSES.get(name)
     try:
-        return cls(**params)
+        process = cls(**params)
     except TypeError as err:
         fields = [f for f in cls.__dataclass_fields__]
         raise ValueError(f"bad parameters {params} for process {name!r}; valid: {fields}") from err
+    process.check_parameters()
+    return process

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..metrics.registry import Needs, default_metrics, metrics_for
 from ..problems import CONDITIONAL_PROBLEMS, PROBLEMS
-from ..processes import PROCESSES, Process
+from ..processes import Process, make_process
 from ..schedules import SHAPES, ScheduledProcess
 from ..solvers import solver_from_spec
 
@@ -157,7 +157,7 @@ class ExperimentConfig:
                 f"unknown problem {self.problem!r}; valid names: "
                 f"{', '.join(CONDITIONAL_PROBLEMS.names() + PROBLEMS.names() + ['speech'])}"
             )
-        PROCESSES.get(self.process)
+        make_process(self.process, **self.process_params)  # the name and its parameters
         check_dtype(self.dtype)
         if self.speech and not self.corpus:
             raise ValueError("problem = 'speech' needs corpus = 'DIR' (a samplerlab speech make-corpus folder)")
