@@ -56,6 +56,7 @@ class Process(ABC):
 
     # pairs of fields that must be ordered (low <= high); t_min < t_max always
     ORDERED: tuple = (("sigma_lo", "sigma_hi"), ("beta_min", "beta_max"))
+    POSITIVE: tuple = ()  # fields that must be > 0, not only >= 0
 
     def check_parameters(self) -> None:
         """Every numeric parameter a finite number >= 0, t_min < t_max and the ranges ordered; the error
@@ -72,8 +73,9 @@ class Process(ABC):
                 raise ValueError(
                     f"process {self.name}: need {lo} <= {hi}, got {getattr(self, lo)}, {getattr(self, hi)}"
                 )
-        if getattr(self, "theta", 1.0) == 0:
-            raise ValueError(f"process {self.name}: theta must be > 0 (the drift toward y), got 0")
+        for key in self.POSITIVE:
+            if not getattr(self, key) > 0:
+                raise ValueError(f"process {self.name}: {key} must be > 0, got {getattr(self, key)!r}")
 
     @abstractmethod
     def s(self, t) -> Tensor: ...
@@ -363,6 +365,7 @@ class OUVE(Process):
     The prior is y + sqrt(Var(T)) z, i.e. u_T ~ N(0, Var(T) I).
     """
 
+    POSITIVE = ("theta",)  # the stiffness of the drift toward y
     theta: float = 1.5
     sigma_lo: float = 0.05
     sigma_hi: float = 0.5

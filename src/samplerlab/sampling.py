@@ -86,9 +86,7 @@ def sample(
         raise ValueError(f"the starting state must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"the starting state must be a batch (B, ...), got shape {tuple(x.shape)}")
-    check = getattr(solver, "check_parameters", None)
-    if check is not None:
-        check()
+    solver.check_parameters()
     if solver.stochastic and noise is None:
         raise ValueError(f"solver {solver.name!r} is stochastic: pass noise=SampleNoise(seeds)")
     if noise is None and any(getattr(h, "needs_noise", False) for h in hooks):

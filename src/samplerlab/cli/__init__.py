@@ -47,7 +47,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-USAGE_ERRORS = (UnknownNameError, ValueError, TypeError)  # bad input: exit status 2, like argparse's own
+USAGE_ERRORS = (UnknownNameError, ValueError)  # bad input: exit status 2, like argparse's own
 
 
 def main(argv: list[str] | None = None) -> int:
