@@ -66,7 +66,7 @@ def test_inpainting_needs_noise_and_a_binary_mask():
     model = GaussianMixture.gaussian(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
     hook = Inpaint(torch.zeros(3, 2, dtype=torch.float64), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="Inpaint draws noise"):
-        sample(model, torch.zeros(3, 2), karras(3, EDM()), make_solver("euler"), hooks=[hook])
+        sample(model, torch.zeros(3, 2, dtype=torch.float64), karras(3, EDM()), make_solver("euler"), hooks=[hook])
     with pytest.raises(ValueError, match="only 0"):
         Inpaint(torch.zeros(2), torch.tensor([0.5, 1.0]))
     # VP coordinates: the known entry is rescaled by s at each level and exact at the end

@@ -49,7 +49,7 @@ def test_noise_streams_do_not_depend_on_batch_across_block_boundaries():
 
 def test_seed_gives_same_sample_in_float32_and_float64():
     grid = karras(8, EDM())
-    a = generate(RING, (2,), grid, make_solver("euler-maruyama"), [1, 2], dtype=torch.float32).x
+    a = generate(RING.to(torch.float32), (2,), grid, make_solver("euler-maruyama"), [1, 2], dtype=torch.float32).x
     b = generate(RING, (2,), grid, make_solver("euler-maruyama"), [1, 2], dtype=torch.float64).x
     assert torch.allclose(a.double(), b, atol=1e-3)
 
@@ -63,7 +63,7 @@ def test_wall_and_model_time_are_reported():
 def test_batch_and_seed_count_must_agree():
     noise = SampleNoise(range(3))
     with pytest.raises(ValueError, match="batch of 2 samples but 3 seeds"):
-        sample(RING, torch.zeros(2, 2), karras(2, EDM()), make_solver("euler"), noise=noise)
+        sample(RING, torch.zeros(2, 2, dtype=torch.float64), karras(2, EDM()), make_solver("euler"), noise=noise)
 
 
 @pytest.mark.parametrize("text, seeds", [("0-3", [0, 1, 2, 3]), ("1,5,9", [1, 5, 9]), ("3-5,10", [3, 4, 5, 10]), ("7", [7])])

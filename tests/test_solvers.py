@@ -99,7 +99,7 @@ def test_stochastic_solver_matches_mean_and_covariance(name, params, process, gr
 
 
 def test_stochastic_solver_needs_noise():
-    x = torch.zeros(2, 2)
+    x = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="stochastic"):
         sample(TARGET, x, karras(3, EDM()), make_solver("euler-maruyama"))
 

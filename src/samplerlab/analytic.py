@@ -41,11 +41,22 @@ class GaussianMixture:
         weights = torch.as_tensor(weights, dtype=dtype)
         means = torch.as_tensor(means, dtype=dtype)
         covs = torch.as_tensor(covs, dtype=dtype)
+        if means.ndim < 2:
+            raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
         K, d = means.shape[-2], means.shape[-1]
-        if weights.shape[-1] != K or bool((weights < 0).any()):
+        if weights.shape[-1] != K or bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
             raise ValueError(
-                f"weights must be non-negative with last dimension K={K}, got shape {tuple(weights.shape)}"
+                f"weights must be finite and non-negative with last dimension K={K}, got {weights.tolist()}"
+                if weights.numel() <= 16
+                else f"weights must be finite and non-negative with last dimension K={K}, got shape {tuple(weights.shape)}"
             )
+        if not bool((weights.sum(-1) > 0).all()):
+            raise ValueError(
+                f"the weights sum to 0: at least one component needs a positive weight, got {weights.tolist()}"
+            )
+        for name, value in (("means", means), ("covs", covs)):
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"{name} must be finite; {int((~torch.isfinite(value)).sum())} entries are NaN or inf")
         self.log_weights = torch.log(weights / weights.sum(-1, keepdim=True))
         self.means = means
         if covs.shape == (K, d):

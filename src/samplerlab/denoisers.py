@@ -256,8 +256,29 @@ class ClassifierFreeGuidance:
         return d_uncond + w * (d_cond - d_uncond)
 
 
+def model_dtype(denoiser) -> torch.dtype | None:
+    """The floating-point dtype a denoiser computes in, where it declares one: a ``dtype`` attribute (the
+    analytic models), the parameters of a module, or those of the network it wraps (``net``); else None."""
+    for candidate in (
+        denoiser,
+        getattr(denoiser, "net", None),
+        getattr(getattr(denoiser, "net", None), "module", None),
+    ):
+        if candidate is None:
+            continue
+        declared = getattr(candidate, "dtype", None)
+        if isinstance(declared, torch.dtype):
+            return declared
+        if isinstance(candidate, torch.nn.Module):
+            for p in candidate.parameters():
+                if p.is_floating_point():
+                    return p.dtype
+    return None
+
+
 class NFECounter:
-    """Counts model calls (one batched call = one NFE) and the wall time spent inside them."""
+    """Counts model calls (one batched call = one NFE) and the wall time spent inside them; refuses an
+    output that is not a floating-point tensor of the input's shape (a wrong shape would broadcast)."""
 
     def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
@@ -267,6 +288,12 @@ class NFECounter:
     def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
         start = time.perf_counter()
         out = self.denoiser(x, sigma, **cond)
+        if not isinstance(out, Tensor) or out.shape != x.shape or not out.is_floating_point():
+            got = f"shape {tuple(out.shape)}, {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"the model returned {got} for an input of shape {tuple(x.shape)}: a denoiser D(x, sigma) must "
+                "return a floating-point tensor of its input's shape"
+            )
         if out.is_cuda:
             torch.cuda.synchronize(out.device)
         self.seconds += time.perf_counter() - start

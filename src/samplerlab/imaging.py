@@ -10,7 +10,20 @@ import torch
 
 from .io import atomic_path
 
-__all__ = ["save_image_grid"]
+__all__ = ["save_image_grid", "save_figure", "FIGURE_FORMATS"]
+
+FIGURE_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """A matplotlib figure written atomically in the format its file name says (.png, .pdf, .svg, .jpg)."""
+    path = Path(path)
+    fmt = FIGURE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: the figure type must be one of {', '.join(FIGURE_FORMATS)}")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=fmt)
+    return path
 
 
 def save_image_grid(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "remove_stale_temporaries", "TEMP_SUFFIX"]
+
+TEMP_SUFFIX = ".tmp"  # atomic_path's temporaries are .NAME.<random>.tmp<suffix>
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp(\.[A-Za-z0-9]+)?$")
 
 
 @contextlib.contextmanager
@@ -16,7 +20,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX + path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -36,3 +40,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries ``atomic_path`` left in ``folder`` (not below it) when a process was killed
+    before its rename (SIGKILL runs no cleanup). Call it when a run (re)starts in a folder it owns."""
+    removed = []
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}*"):
+        if tmp.is_file() and _TEMPORARY.match(tmp.name):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed

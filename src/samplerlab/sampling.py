@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .denoisers import Denoiser, NFECounter
+from .denoisers import Denoiser, NFECounter, model_dtype
 from .grids import validate_grid
 from .noise import SampleNoise
 from .processes import EDM, Process
@@ -86,6 +86,13 @@ def sample(
         raise ValueError(f"the starting state must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"the starting state must be a batch (B, ...), got shape {tuple(x.shape)}")
+    declared = model_dtype(denoiser)
+    if declared is not None and declared.is_floating_point and _precision(declared) > _precision(x.dtype):
+        raise ValueError(
+            f"the model computes in {declared} but the state is {x.dtype}: its outputs would be rounded to "
+            f"{x.dtype}. Sample in {declared} (generate(..., dtype={declared}) or a {declared} start) or "
+            f"convert the model to {x.dtype} (model.to({x.dtype}))"
+        )
     solver.check_parameters()
     if solver.stochastic and noise is None:
         raise ValueError(f"solver {solver.name!r} is stochastic: pass noise=SampleNoise(seeds)")
@@ -139,6 +146,10 @@ def sample(
 NONFINITE_POLICIES = ("error", "warn", "ignore")
 
 
+def _precision(dtype: torch.dtype) -> float:
+    return 1 / torch.finfo(dtype).eps if dtype.is_floating_point else 0.0
+
+
 class NonFiniteError(FloatingPointError):
     """A sampler's state became NaN or infinite (``sample(nonfinite="error")``)."""
 
@@ -165,12 +176,14 @@ def generate(
     seeds: Sequence[int],
     *,
     process: Process | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
     **kwargs,
 ) -> SampleResult:
-    """Draw the prior from ``seeds`` and sample: the usual entry point for generation."""
+    """Draw the prior from ``seeds`` and sample: the usual entry point for generation. ``dtype`` of the
+    sampling: by default the model's own (``denoisers.model_dtype``), float32 for a model that declares none."""
     process = process or EDM()
+    dtype = dtype or model_dtype(denoiser) or torch.float32
     sigmas = validate_grid(grid, process)
     noise = SampleNoise(seeds, device=device, dtype=dtype)
     x = prior_sample(process, float(sigmas[0]), noise, shape)

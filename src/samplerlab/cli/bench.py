@@ -3,8 +3,10 @@ Gaussian-mixture problems and prints quality tables. Defaults take about a minut
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
+from pathlib import Path
 
 from .common import (
     add_no_progress,
@@ -50,8 +52,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..experiments.bench import BenchConfig, run_bench
-    from ..experiments.report import format_bench, write_bench_outputs
+    from ..experiments.bench import BenchConfig
 
     config = BenchConfig(
         grid=args.grid,
@@ -73,6 +74,27 @@ def run(args) -> int:
         config.adaptive_tolerances = args.tolerances
     config.validate()
 
+    out = Path(args.out) if args.out else None
+    created = out is not None and not out.exists()
+    try:
+        return _run(args, config, out)
+    except BaseException:
+        # interrupted or failed before any cell finished: nothing to resume, so nothing left behind
+        if created and not any(out.glob(f"{PARTIAL}/cells.jsonl")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+PARTIAL = ".partial"  # in --out: the finished cells of an unfinished run (a re-run resumes from them)
+
+
+def _run(args, config, out: Path | None) -> int:
+    from ..experiments.bench import BenchStore, run_bench
+    from ..experiments.report import format_bench, write_bench_outputs
+
+    store = BenchStore(out / PARTIAL) if out else None
+    if store and store.rows:
+        print(f"resuming: {len(store.rows)} finished cells in {out / PARTIAL}", file=sys.stderr)
     bar = None
     if not args.no_progress:
         from tqdm.auto import tqdm
@@ -80,14 +102,15 @@ def run(args) -> int:
         bar = tqdm(total=config.num_cells(), desc="bench", unit="cell", file=sys.stderr)
     start = time.perf_counter()
     summaries, rows = run_bench(
-        config, progress=(lambda label: (bar.set_postfix_str(label), bar.update(1))) if bar else None
+        config, progress=(lambda label: (bar.set_postfix_str(label), bar.update(1))) if bar else None, store=store
     )
     if bar:
         bar.close()
     table = format_bench(config, summaries, rows)
     print(table, end="")
     print(f"total {time.perf_counter() - start:.1f} s")
-    if args.out:
-        for path in write_bench_outputs(args.out, config, summaries, rows, table):
+    if out:
+        for path in write_bench_outputs(out, config, summaries, rows, table):
             print(f"wrote {path}")
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)  # the outputs hold everything now
     return 0

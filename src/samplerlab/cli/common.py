@@ -63,7 +63,9 @@ def output_file(text: str, suffixes: tuple[str, ...] = ()) -> str:
 
 
 def image_file(text: str) -> str:
-    return output_file(text, (".png", ".pdf", ".svg", ".jpg"))
+    from ..imaging import FIGURE_FORMATS
+
+    return output_file(text, tuple(FIGURE_FORMATS))
 
 
 def json_file(text: str) -> str:

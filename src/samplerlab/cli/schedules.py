@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import csv_list, float_list, image_file
+from .common import csv_list, float_list, image_file, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -16,9 +16,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--process", default="ouve", help="whose range and time the shapes take (default: ouve)")
     p.add_argument("--steepness", type=float_list, help="steepness exponents to draw, e.g. 1,1.2,1.5")
-    p.add_argument("--steps", type=int, default=0, help="also mark N time steps")
-    p.add_argument("--offset", type=float, default=1.0, help="timestep offset alpha for the marked steps")
-    p.add_argument("--power", type=float, default=1.0, help="power warp of the marked steps")
+    p.add_argument("--steps", type=positive_int, help="also mark N time steps")
+    p.add_argument("--offset", type=positive_float, default=1.0, help="timestep offset alpha for the marked steps")
+    p.add_argument("--power", type=positive_float, default=1.0, help="power warp of the marked steps")
     p.add_argument("--out", type=image_file, default="schedules.png")
     p.set_defaults(func=run)
 
@@ -32,7 +32,7 @@ def run(args) -> int:
         csv_list(args.shapes),
         args.out,
         steepness=args.steepness,
-        steps=args.steps,
+        steps=args.steps or 0,
         offset=args.offset,
         power=args.power,
     )

@@ -10,13 +10,17 @@ Because the denoiser is exact, every number measures the sampler alone:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ..grids import GRIDS, make_grid
+from ..io import atomic_path, remove_stale_temporaries
 from ..metrics import nll_gap, reference_ode_solution, rms_distance, sliced_wasserstein2
 from ..noise import SampleNoise
 from ..problems import PROBLEMS, AnalyticProblem, make_problem
@@ -24,8 +28,9 @@ from ..processes import PROCESSES, make_process
 from ..sampling import prior_sample, sample
 from ..solvers import solver_from_spec
 from .config import DTYPES, check_dtype
+from .store import append_record, read_results
 
-__all__ = ["BenchConfig", "BenchRow", "ProblemSummary", "run_bench"]
+__all__ = ["BenchConfig", "BenchRow", "BenchStore", "ProblemSummary", "run_bench"]
 
 # One entry per solver family (a spec is NAME or NAME:KEY=VALUE:...). annealed-langevin is left out of
 # the default: with its paper's 100 steps per level it cannot use budgets of 5-50 NFE.
@@ -133,24 +138,87 @@ class ProblemSummary:
     reference_seconds: float
 
 
+class BenchStore:
+    """Finished cells of a bench run in a folder, so that a killed run resumes: each cell's row is a line of
+    ``cells.jsonl`` (``store.append_record``: flushed, fsynced, a torn last line ignored) and, for fixed-step
+    solvers, its samples a safetensors file written atomically *before* the line (needed to find aliases).
+    A cell is found again by its key, which holds everything its numbers depend on."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.folder)  # of a run killed mid-write
+        self.rows = read_results(self.folder / "cells.jsonl")
+
+    def _samples_path(self, key: str) -> Path:
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.safetensors"
+
+    def get(self, key: str) -> tuple[BenchRow, torch.Tensor | None] | None:
+        rec = self.rows.get(key)
+        if rec is None:
+            return None
+        samples = None
+        if rec["has_samples"]:
+            from safetensors.torch import load_file
+
+            path = self._samples_path(key)
+            if not path.is_file():
+                return None
+            samples = load_file(str(path))["x"]
+        return BenchRow(**rec["row"]), samples
+
+    def put(self, key: str, row: BenchRow, samples: torch.Tensor | None) -> None:
+        if samples is not None:
+            from safetensors.torch import save_file
+
+            with atomic_path(self._samples_path(key)) as tmp:
+                save_file({"x": samples.contiguous()}, str(tmp))
+        record = {"key": key, "row": dataclasses.asdict(row), "has_samples": samples is not None}
+        append_record(self.folder / "cells.jsonl", record)
+        self.rows[key] = record
+
+
 def run_bench(
     config: BenchConfig,
     progress: Callable[[str], None] | None = None,
+    store: BenchStore | None = None,
 ) -> tuple[list[ProblemSummary], list[BenchRow]]:
-    """Run the whole grid; ``progress`` is called once per finished cell with a label."""
+    """Run the whole grid; ``progress`` is called once per finished cell with a label. With a ``store``,
+    finished cells are kept there as they finish and cells already there are not run again (resume)."""
     config.validate()
     dtype = DTYPES[config.dtype]
     process = make_process(config.process, **config.process_params)
     summaries, rows = [], []
     for pname in config.problems:
         problem = make_problem(pname)
-        summary, problem_rows = _bench_problem(problem, config, process, dtype, progress)
+        summary, problem_rows = _bench_problem(problem, config, process, dtype, progress, store)
         summaries.append(summary)
         rows.extend(problem_rows)
     return summaries, rows
 
 
-def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype, progress):
+def _cell_key(config: BenchConfig, problem: str, n: int, spec: str, budget=None, tolerance=None) -> str:
+    """Everything a cell's numbers depend on, as a string."""
+    return json.dumps(
+        {
+            "problem": problem,
+            "samples": n,
+            "seed": config.seed,
+            "dtype": config.dtype,
+            "solver": spec,
+            "solver_params": config.solver_params.get(spec, {}),
+            "nfe": budget,
+            "tolerance": tolerance,
+            "grid": config.grid,
+            "grid_params": config.grid_params,
+            "process": config.process,
+            "process_params": config.process_params,
+        },
+        sort_keys=True,
+    )
+
+
+def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype, progress, store=None):
     n = config.num_samples or problem.num_samples
     seeds = range(config.seed, config.seed + n)
     model64 = problem.model
@@ -217,9 +285,16 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
         if solver.adaptive:
             grid = make_grid(config.grid, 2, process, **config.grid_params)  # [sigma_max, sigma_min, final]
             for tol in config.tolerances(solver):
-                tuned = solver.with_tolerance(tol)
-                result = run(tuned, grid)
-                rows.append(measured(spec, tuned, None, None, grid, result, tolerance=tol))
+                key = _cell_key(config, problem.name, n, spec, tolerance=tol)
+                stored = store.get(key) if store else None
+                if stored:
+                    rows.append(stored[0])
+                else:
+                    tuned = solver.with_tolerance(tol)
+                    result = run(tuned, grid)
+                    rows.append(measured(spec, tuned, None, None, grid, result, tolerance=tol))
+                    if store:
+                        store.put(key, rows[-1], None)
                 if progress:
                     progress(f"{problem.name} {spec} tol {tol:g}")
             continue
@@ -242,11 +317,19 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
                     )
                 )
             else:
-                grid = make_grid(config.grid, steps, process, **config.grid_params)
-                result = run(solver, grid)
-                note = "" if result.nfe == budget else f"{result.nfe} NFE: {budget} does not fit {spec}'s steps"
-                rows.append(measured(spec, solver, budget, steps, grid, result, note))
-                finals.setdefault(spec, {})[budget] = (result.nfe, result.x)
+                key = _cell_key(config, problem.name, n, spec, budget=budget)
+                stored = store.get(key) if store else None
+                if stored:
+                    row, x = stored
+                else:
+                    grid = make_grid(config.grid, steps, process, **config.grid_params)
+                    result = run(solver, grid)
+                    note = "" if result.nfe == budget else f"{result.nfe} NFE: {budget} does not fit {spec}'s steps"
+                    row, x = measured(spec, solver, budget, steps, grid, result, note), result.x
+                    if store:
+                        store.put(key, row, x)
+                rows.append(row)
+                finals.setdefault(spec, {})[budget] = (row.nfe, x)
             if progress:
                 progress(f"{problem.name} {spec} NFE {budget}")
     heads: list[str] = []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_path
+from ..imaging import save_figure
 from ..metrics.registry import metric as metric_spec
 from ..processes import make_process
 from .config import process_for
@@ -51,8 +51,7 @@ def plot_metrics(config, cells, done, out_dir: Path) -> list[Path]:
         fig.suptitle(study)
         fig.tight_layout()
         path = out_dir / f"{_slug(study)}-metrics.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -101,8 +100,7 @@ def plot_schedules(entries, path: str | Path, title: str = "") -> None:
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -9,7 +9,8 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from ..io import atomic_path, atomic_write_text
+from ..imaging import save_figure
+from ..io import atomic_write_text
 from ..metrics.registry import BENCH_METRICS
 from ..metrics.registry import metric as metric_spec
 from .bench import BenchConfig, BenchRow, ProblemSummary
@@ -194,6 +195,5 @@ def plot_bench(path: str | Path, summaries: list[ProblemSummary], rows: list[Ben
             ax.grid(True, which="both", alpha=0.3)
         axes[i][0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    save_figure(fig, path)
     plt.close(fig)

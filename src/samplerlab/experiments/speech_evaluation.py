@@ -11,7 +11,7 @@ import time
 import torch
 from torch import Tensor
 
-from ..metrics.speech import MetricUnavailable, available_metrics, speech_metrics
+from ..metrics.speech import check_metrics, min_samples_for, speech_metrics
 from ..processes import Process
 from .config import ExperimentConfig
 from .evaluation import summary
@@ -33,14 +33,9 @@ class SpeechEvaluation:
             from ..metrics.dnsmos import DNSMOS
 
             self.dnsmos = DNSMOS(config.dnsmos)
-        missing = [m for m in config.metrics if m not in available_metrics(self.dnsmos)]
-        if missing:  # fail now, not after the first cell
-            raise MetricUnavailable(
-                f"metrics {missing} cannot run here: WARP-Q needs pip install 'samplerlab[warpq]', "
-                "dnsmos_p808 needs model_v8.onnx in the dnsmos folder"
-            )
+        check_metrics(config.metrics, self.dnsmos)  # fail now, not after the first cell
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
-        self.signals = [load_pair(p) for p in pairs]
+        self.signals = [load_pair(p, min_samples=min_samples_for(config.metrics)) for p in pairs]
         self.n = len(self.signals)
 
     def _score_all(self, estimates) -> dict:

@@ -69,7 +69,44 @@ def pesq_wb(reference, estimate, sample_rate: int = 16000) -> float:
         raise MetricUnavailable("PESQ needs the `pesq` package: pip install pesq (or samplerlab[speech])") from None
     if sample_rate != 16000:
         raise ValueError(f"wideband PESQ is defined at 16 kHz, got {sample_rate}")
-    return float(pesq(sample_rate, _np(reference), _np(estimate), "wb"))
+    ref, est = _np(reference), _np(estimate)
+    if min(len(ref), len(est)) < PESQ_MIN_SAMPLES:
+        raise ValueError(
+            f"PESQ needs at least 0.25 s ({PESQ_MIN_SAMPLES} samples at 16 kHz), got {min(len(ref), len(est))}"
+        )
+    try:
+        return float(pesq(sample_rate, ref, est, "wb"))
+    except RuntimeError as err:  # the library's PesqError: e.g. no utterance detected in a silent signal
+        message = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else str(err)
+        raise ValueError(f"PESQ: {message}") from None
+
+
+PESQ_MIN_SAMPLES = 4000  # the pesq library refuses signals shorter than a quarter second
+
+
+def min_samples_for(which) -> int:
+    """The shortest signal (16 kHz samples) every metric of ``which`` accepts."""
+    return PESQ_MIN_SAMPLES if "pesq" in which else 0
+
+
+def check_metrics(which, dnsmos=None) -> None:
+    """Refuse, before any work, metrics that are unknown or cannot run here."""
+    bad = [m for m in which if m not in ALL_METRICS]
+    if bad:
+        raise ValueError(f"unknown speech metrics {bad}; valid: {', '.join(ALL_METRICS)}")
+    missing = [m for m in which if m not in available_metrics(dnsmos)]
+    if missing:
+        hints = []
+        if any(m.startswith("dnsmos_") for m in missing):
+            hints.append(
+                "the dnsmos_* scores need a DNSMOS model folder (sig_bak_ovr.onnx, and model_v8.onnx for "
+                "dnsmos_p808): pass --dnsmos DIR"
+            )
+        if "warpq" in missing:
+            hints.append("WARP-Q needs pip install 'samplerlab[warpq]'")
+        if {"pesq", "stoi", "estoi"} & set(missing):
+            hints.append("PESQ / STOI need pip install 'samplerlab[speech]'")
+        raise MetricUnavailable(f"metrics {missing} cannot run here: {'; '.join(hints)}")
 
 
 def _stoi(reference, estimate, sample_rate: int, extended: bool) -> float:

@@ -25,6 +25,11 @@ class MLPDenoiserNet(nn.Module):
     class embedding (index ``num_classes`` is the "no label" token used for guidance dropout)."""
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, emb: int = 32, num_classes: int = 0):
+        if min(dim, hidden, emb) < 1 or depth < 0 or num_classes < 0:
+            raise ValueError(
+                f"MLP: dim, hidden and emb must be >= 1, depth and num_classes >= 0; got dim={dim}, "
+                f"hidden={hidden}, depth={depth}, emb={emb}, num_classes={num_classes}"
+            )
         super().__init__()
         self.dim, self.emb, self.num_classes = dim, emb, num_classes
         self.inp = nn.Linear(dim + emb, hidden)

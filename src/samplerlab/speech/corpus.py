@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, remove_stale_temporaries
 from .frontend import load_wav, save_wav
 
 __all__ = ["CorpusConfig", "NOISE_TYPES", "make_corpus", "synthesise", "coloured_noise", "mix_at_snr", "sentence"]
@@ -117,10 +117,31 @@ def make_corpus(out: str | Path, config: CorpusConfig = CorpusConfig(), progress
     """Write the corpus under ``out``; files already there with the same manifest entry are kept (resumable)."""
     out = Path(out)
     _espeak()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
+    created = not out.exists()
+    try:
+        return _make_corpus(out, config, progress)
+    except BaseException:
+        # a corpus that fails before its first manifest leaves no folder behind; a started one resumes
+        if created and not (out / "manifest.json").exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _make_corpus(out: Path, config: CorpusConfig, progress: bool) -> Path:
     manifest_path = out / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = {}
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{manifest_path}: not valid JSON ({err}); delete it to remake the corpus") from None
     if manifest and manifest.get("config") != json.loads(json.dumps(asdict(config))):
         raise ValueError(f"{out} holds a corpus made with other settings; use a new folder")
+    for folder in [out] + [out / split / kind for split in ("train", "valid", "test") for kind in ("clean", "noisy")]:
+        if folder.is_dir():
+            remove_stale_temporaries(folder)  # of a run killed mid-write
     manifest = {"config": asdict(config), "files": manifest.get("files", {})}
     jobs = [
         (split, i)

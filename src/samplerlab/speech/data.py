@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import Tensor
 
 from ..data.loaders import DataError
-from .frontend import load_wav
+from .frontend import SpecConfig, load_wav, min_wav_samples
 
 __all__ = ["SpeechPair", "find_pairs", "find_voicebank_pairs", "find_speech_pairs", "load_pair", "SPLITS"]
 
@@ -82,11 +82,13 @@ def find_speech_pairs(root: str | Path, split: str) -> list[SpeechPair]:
     raise DataError(f"{root}: neither {root / split / 'noisy'} (make-corpus layout) nor VoiceBank-DEMAND folders")
 
 
-def load_pair(pair: SpeechPair, sample_rate: int = 16000) -> tuple[Tensor | None, Tensor]:
-    """(clean, noisy) signals at ``sample_rate``; lengths must agree."""
+def load_pair(pair: SpeechPair, sample_rate: int = 16000, min_samples: int = 0) -> tuple[Tensor | None, Tensor]:
+    """(clean, noisy) signals at ``sample_rate``; lengths must agree, and be at least ``min_samples``
+    (default: one STFT window, ``frontend.min_wav_samples``)."""
+    min_samples = min_samples or min_wav_samples(SpecConfig(sample_rate=sample_rate))
     try:
-        noisy = load_wav(pair.noisy, sample_rate)
-        clean = None if pair.clean is None else load_wav(pair.clean, sample_rate)
+        noisy = load_wav(pair.noisy, sample_rate, min_samples)
+        clean = None if pair.clean is None else load_wav(pair.clean, sample_rate, min_samples)
     except ValueError as err:
         raise DataError(str(err)) from None
     if clean is not None and clean.shape != noisy.shape:

@@ -117,6 +117,10 @@ def enhance(
     grid = uniform_time(steps, process, final_zero=final_denoise) if grid is None else grid
     sigmas = validate_grid(grid, process)
     length = noisy.shape[-1]
+    if length < spec.n_fft:
+        raise ValueError(f"the noisy recording has {length} samples; enhancement needs at least {spec.n_fft}")
+    if not bool(torch.isfinite(noisy).all()):
+        raise ValueError("the noisy recording has NaN or infinite samples")
     peak = float(noisy.abs().max())
     if peak == 0:
         raise ValueError("the noisy recording is silent")
@@ -154,6 +158,14 @@ class FolderResult:
         return self.seconds / self.audio_seconds
 
 
+def _check_input(path) -> None:
+    from .data import SpeechPair, load_pair
+
+    _, noisy = load_pair(SpeechPair(path.stem, None, path))
+    if not bool(noisy.abs().max() > 0):
+        raise ValueError(f"{path}: the recording is silent (all samples are 0); there is nothing to enhance")
+
+
 def enhance_files(
     source,
     out,
@@ -175,6 +187,11 @@ def enhance_files(
     files = sorted(src.glob("*.wav")) if src.is_dir() else [src]
     if not files:
         raise ValueError(f"{src}: no .wav files")
+    for f in files:  # every input checked (readable, whole, finite, long enough) before the first model call
+        _check_input(f)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder")
     it = files
     if progress and len(files) > 1:
         from tqdm.auto import tqdm

@@ -28,6 +28,7 @@ __all__ = [
     "normalise_pair",
     "pad_to_multiple",
     "load_wav",
+    "min_wav_samples",
     "save_wav",
 ]
 
@@ -87,23 +88,53 @@ def pad_to_multiple(wav: Tensor, multiple: int, config: SpecConfig = SpecConfig(
     return torch.nn.functional.pad(wav, (0, max(0, extra)))
 
 
-def load_wav(path: str | Path, sample_rate: int = 16000) -> Tensor:
-    """A mono float32 signal at ``sample_rate`` (multi-channel files are averaged; resampled with soxr)."""
+def load_wav(path: str | Path, sample_rate: int = 16000, min_samples: int = 1) -> Tensor:
+    """A mono float32 signal at ``sample_rate`` (multi-channel files are averaged; resampled with soxr).
+    Refused with an error naming the file: unreadable, truncated (a WAV whose data chunk claims more bytes
+    than the file holds), non-finite samples, or fewer than ``min_samples`` samples."""
     import soundfile as sf
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     try:
+        info = sf.info(str(path))
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as err:
         raise ValueError(f"{path}: not a readable audio file ({err})") from None
+    short = _truncated_by(info)
+    if short:
+        raise ValueError(f"{path}: truncated ({short}); re-export or re-copy the file")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).any(axis=1).sum())
+        raise ValueError(f"{path}: {bad} of {len(data)} samples are NaN or infinite")
     mono = data.mean(axis=1)
-    if rate != sample_rate:
+    if rate != sample_rate and len(mono):
         import soxr
 
         mono = soxr.resample(mono, rate, sample_rate).astype(np.float32)
+    if len(mono) < min_samples:
+        raise ValueError(
+            f"{path}: {len(mono)} samples ({1000 * len(mono) / sample_rate:.1f} ms at {sample_rate} Hz); "
+            f"at least {min_samples} ({1000 * min_samples / sample_rate:.1f} ms) are needed"
+        )
     return torch.from_numpy(np.ascontiguousarray(mono))
+
+
+def _truncated_by(info) -> str:
+    """libsndfile reads what a truncated WAV holds and notes the gap in its header dump ("data : 32000
+    (should be 1956)"); '' when the file is whole."""
+    import re
+
+    m = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", getattr(info, "extra_info", ""), re.MULTILINE)
+    if m and int(m.group(2)) < int(m.group(1)):
+        return f"its header announces {m.group(1)} bytes of audio, the file holds {m.group(2)}"
+    return ""
+
+
+def min_wav_samples(spec: "SpecConfig") -> int:
+    """The shortest signal the STFT front end takes: one window (n_fft samples)."""
+    return spec.n_fft
 
 
 def save_wav(path: str | Path, wav: Tensor, sample_rate: int = 16000) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,9 @@ from torch import Tensor
 
 from ..denoisers import EDMPrecond
 from ..distributed import all_reduce_mean, rank_and_world
-from ..io import atomic_path, atomic_write_text
+from ..io import atomic_write_text, remove_stale_temporaries
 from ..nets import NETS, UNetConfig
+from .checkpoint import TENSORS_FILE, CheckpointError, read_checkpoint, write_checkpoint
 from .loss import SIGMA_DISTRIBUTIONS, EDMLoss
 
 __all__ = ["TrainConfig", "EDMLoss", "TensorSource", "train", "load_checkpoint", "build_net"]
@@ -162,11 +164,7 @@ def _state_tensors(net, ema, opt, data_rng, noise_rng) -> dict[str, Tensor]:
 
 
 def _save(out_dir: Path, step: int, tensors: dict, meta: dict) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(out_dir / "checkpoint.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    atomic_write_text(out_dir / "checkpoint.json", json.dumps({**meta, "step": step}, indent=2) + "\n")
+    write_checkpoint(out_dir, tensors, {**meta, "step": step})
 
 
 def _example_shape(meta: dict) -> tuple[int, ...]:
@@ -174,23 +172,53 @@ def _example_shape(meta: dict) -> tuple[int, ...]:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict]:
-    """The EMA model of a checkpoint folder as a denoiser, and its JSON metadata (no code is run)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such checkpoint folder")
-    folder = path if path.is_dir() else path.parent
-    try:
-        meta = json.loads((folder / "checkpoint.json").read_text())
-        tensors = load_file(str(folder / "checkpoint.safetensors"))
-    except FileNotFoundError as err:
-        raise ValueError(f"{folder}: no checkpoint ({err.filename} is missing)") from None
-    config = TrainConfig.from_dict(meta["config"])
-    net = build_net(_example_shape(meta), meta["num_classes"], config)
-    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    """The EMA model of a checkpoint folder as a denoiser, and its JSON metadata (no code is run); a
+    file that is not a usable checkpoint raises ``CheckpointError`` naming it (``training.checkpoint``)."""
+    meta, tensors = read_checkpoint(path)
+    config = _config_of(meta, path)
+    net = _build_checked(meta, config, path)
+    _load_part(net, tensors, "ema.", path)
     net.to(device).eval()
     return EDMPrecond(net, config.sigma_data), meta
+
+
+def _config_of(meta: dict, where) -> TrainConfig:
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        config.validate()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{where}: its training config is not one this samplerlab reads ({err})") from None
+    return config
+
+
+def _build_checked(meta: dict, config: TrainConfig, where) -> torch.nn.Module:
+    shape = _example_shape(meta)
+    if not shape or any(not isinstance(n, int) or n < 1 for n in shape) or meta["num_classes"] < 0:
+        raise CheckpointError(f"{where}: bad example shape {list(shape)} or num_classes {meta['num_classes']}")
+    try:
+        return build_net(shape, meta["num_classes"], config)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{where}: its config describes no network that can be built ({err})") from None
+
+
+def _load_part(module: torch.nn.Module, tensors: dict, prefix: str, where) -> None:
+    """Load the tensors under ``prefix`` strictly, with an error naming the file and the mismatch."""
+    part = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(part)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:400]
+        raise CheckpointError(
+            f"{where}: its {prefix.rstrip('.')} tensors do not fit the network its config describes ({detail})"
+        ) from None
+
+
+def _step_of(line: str) -> float:
+    """The step of a log line; a torn or malformed line (a kill mid-write) counts as after every step."""
+    try:
+        return json.loads(line).get("step", 0)
+    except (ValueError, AttributeError):
+        return math.inf
 
 
 class _JsonlLog:
@@ -199,11 +227,7 @@ class _JsonlLog:
     def __init__(self, path: Path, step: int):
         self.path = path
         if path.exists():
-            keep = [
-                line
-                for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step
-            ]
+            keep = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
             atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def write(self, record: dict) -> None:
@@ -230,15 +254,30 @@ def train(
     ``stop_after`` ends the run after that many steps in this call (an interruption, for tests);
     ``on_checkpoint(step, ema_denoiser)`` runs on rank 0 after each checkpoint (e.g. a sample grid);
     ``data_info`` (e.g. the data set's name and split) is stored in the checkpoint's JSON for evaluation."""
-    from safetensors.torch import load_file
-
     config.validate()
-    device = torch.device(device)
     rank, world = rank_and_world()
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a folder")
+    created = not out_dir.exists()
+    try:
+        return _train(
+            data, config, out_dir, labels, stop_after, progress, log, on_checkpoint, torch.device(device), data_info
+        )
+    except BaseException:
+        # a run that fails (or is interrupted) before its first checkpoint leaves no folder behind
+        if created and rank == 0 and not (out_dir / TENSORS_FILE).exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _train(data, config, out_dir, labels, stop_after, progress, log, on_checkpoint, device, data_info):
+    rank, world = rank_and_world()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        remove_stale_temporaries(out_dir)  # of a run killed mid-write
     source = data if hasattr(data, "draw") else TensorSource(data, labels, config.label_dropout)
     shape, num_classes = source.shape, source.num_classes
     net = build_net(shape, num_classes, config).to(device)
@@ -258,9 +297,8 @@ def train(
         "data": data_info or {},
         "losses": losses,
     }
-    ckpt = out_dir / "checkpoint.safetensors"
-    if ckpt.exists():
-        prev = json.loads((out_dir / "checkpoint.json").read_text())
+    if (out_dir / TENSORS_FILE).exists():
+        prev, tensors = read_checkpoint(out_dir)
         # a run may be extended (more steps, other checkpoint / log intervals); anything else is another run
         free = {"steps", "checkpoint_every", "log_every"}
         mine_cfg = {k: v for k, v in json.loads(json.dumps(meta["config"])).items() if k not in free}
@@ -271,9 +309,11 @@ def train(
                 f"{out_dir} holds a checkpoint of another configuration (differs in {diff or ['shape']}); "
                 "use a new folder"
             )
-        tensors = load_file(str(ckpt))
-        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        _load_part(net, tensors, "net.", out_dir)
+        _load_part(ema, tensors, "ema.", out_dir)
+        missing = sorted({"rng.data", "rng.noise"} - set(tensors))
+        if missing:
+            raise CheckpointError(f"{out_dir / TENSORS_FILE}: not a resumable checkpoint (no {missing})")
         state = opt.state_dict()
         for key, v in tensors.items():
             if key.startswith("opt."):
