@@ -114,6 +114,18 @@ CLI_CASES = [
     (["speech", "train", "--steps", "0"], "'0'"),
     (["speech", "train", "--lr", "0"], "'0'"),
     (["speech", "eval", "--out", "figures.txt"], "figures.txt"),
+    # sizes: refused before anything is allocated, tolerances that cannot be met refused before any step
+    (["bench", "--samples", "100000000000", "--no-progress"], "at most 10000000"),
+    (["bench", "--tolerances", "1e-300", "--solvers", "dopri5", *FAST], "1e-300"),
+    (["bench", "--tolerances", "1e-7", "--solvers", "dopri5", *FAST], "below what torch.float32 resolves"),
+    (["train", "--batch-size", "1000000000", "--out", "t"], "at most 65536"),
+    (["train", "--samples", "100000000000", "--out", "t"], "at most 10000000"),
+    (["train", "--lr", "nan", "--out", "t"], "'nan'"),
+    (["likelihood", "--samples", "10000000000"], "at most 10000000"),
+    (["sample", "--seeds", "0-100000000000"], "more than 1000000 seeds"),
+    (["sample", "--seeds", "5-1"], "'5-1'"),
+    (["speech", "train", "--batch-size", "1000000000"], "at most 65536"),
+    (["eval", "--checkpoint", "x", "--samples", "100000000000"], "at most 10000000"),
     # the command line itself
     (["nosuch"], "nosuch"),
     (["--threads", "abc", "bench"], "'abc'"),

@@ -255,6 +255,9 @@ class SampleNoise:
         return self._take(math.prod(x.shape[1:]), x.dtype).reshape(x.shape).to(device=x.device, dtype=x.dtype)
 
 
+MAX_PARSED_SEEDS = 1_000_000
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-63' -> [0..63]; '1,5,9' -> [1, 5, 9]; '3-5,10' -> [3, 4, 5, 10]."""
     seeds: list[int] = []
@@ -268,9 +271,13 @@ def parse_seeds(text: str) -> list[int]:
                 a, b = int(lo), int(hi)
                 if b < a:
                     raise ValueError
+                if b - a + 1 + len(seeds) > MAX_PARSED_SEEDS:
+                    raise OverflowError
                 seeds.extend(range(a, b + 1))
             else:
                 seeds.append(int(part))
+        except OverflowError:
+            raise ValueError(f"seed range {part!r}: more than {MAX_PARSED_SEEDS} seeds in one run") from None
         except (TypeError, ValueError):
             raise ValueError(f"bad seed range {part!r}; write e.g. '0-63', '1,5,9' or '0-9,20'") from None
     if not seeds:

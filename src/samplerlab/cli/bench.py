@@ -15,8 +15,8 @@ from .common import (
     key_values,
     nonnegative_int,
     output_dir,
-    positive_int,
     positive_int_list,
+    sample_count,
     solver_params,
 )
 
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
         type=float_list,
         help="tolerances for adaptive solvers (default: dopri5 rtol 0.1,0.01,0.001; ggf reltol 0.1,0.05,0.02)",
     )
-    p.add_argument("--samples", type=positive_int, default=None, help="samples per problem (default: per problem)")
+    p.add_argument("--samples", type=sample_count, default=None, help="samples per problem (default: per problem)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="first seed; samples use seed, seed+1, ...")
     p.add_argument("--dtype", default="float32", help="float32 or float64 (default: float32)")
     p.add_argument(

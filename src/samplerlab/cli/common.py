@@ -79,6 +79,41 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_SAMPLES = 10_000_000  # per run: beyond it the arrays alone outgrow a machine; split the run over seeds
+MAX_BATCH = 65_536
+
+
+def sample_count(text: str) -> int:
+    """A number of samples / points: 1 .. MAX_SAMPLES, refused before anything is allocated."""
+    value = positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_SAMPLES} samples, got {text!r} (split a larger run over seed ranges)"
+        )
+    return value
+
+
+def batch_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected a batch of at most {MAX_BATCH}, got {text!r}")
+    return value
+
+
+def seed_list(text: str) -> list[int]:
+    """'0-63', '1,5,9' or '0-9,20': at most a million seeds, each in [0, 2^64)."""
+    from ..noise import parse_seeds
+
+    try:
+        seeds = parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    bad = next((s for s in seeds if not 0 <= s < 2**64), None)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(f"seed {bad} in {text!r} is outside [0, 2^64)")
+    return seeds
+
+
 def nonnegative_int(text: str) -> int:
     value = _int(text)
     if value < 0:

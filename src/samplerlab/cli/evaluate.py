@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .common import add_no_progress, csv_list, float_list, int_list, nonnegative_int, output_dir, positive_int
+from .common import (
+    add_no_progress,
+    csv_list,
+    float_list,
+    int_list,
+    nonnegative_int,
+    output_dir,
+    sample_count,
+)
 
 
 def add_parser(sub) -> None:
@@ -14,7 +22,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--nfe", type=int_list, help="NFE budgets (default: 5,10,20,35)")
     p.add_argument("--cfg", type=float_list, help="guidance scales (default: 1)")
-    p.add_argument("--samples", type=positive_int, help="samples per cell (default: as many as held-out images)")
+    p.add_argument("--samples", type=sample_count, help="samples per cell (default: as many as held-out images)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument(
         "--features",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .common import nonnegative_int, positive_float, positive_int
+from .common import nonnegative_int, positive_float, positive_int, sample_count
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("likelihood", help="negative log-likelihood through the probability-flow ODE")
     p.add_argument("--problem", default="ring", help="analytic problem (default: ring)")
-    p.add_argument("--samples", type=positive_int, default=256)
+    p.add_argument("--samples", type=sample_count, default=256)
     p.add_argument("--checkpoint", help="image model from samplerlab train: NLL of held-out images in bits/dim")
     p.add_argument("--data", help="data set for --checkpoint (default: the checkpoint's own, held-out split)")
     p.add_argument("--data-dir", help="folder of a local data set given by --data")

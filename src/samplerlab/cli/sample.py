@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .common import add_no_progress, finite_float, image_file, nonnegative_int, positive_int
+from .common import add_no_progress, finite_float, image_file, nonnegative_int, positive_int, seed_list
 
 GRID_HELP = (
     "karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / diffusers-linspace / "
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="checkpoint folder written by samplerlab train")
     p.add_argument("--cfg", type=finite_float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     p.add_argument("--class-label", type=nonnegative_int, help="one class for every sample (default: seed %% classes)")
-    p.add_argument("--seeds", default="0-15", help="e.g. 0-63 or 1,5,9")
+    p.add_argument("--seeds", type=seed_list, default="0-15", help="e.g. 0-63 or 1,5,9")
     p.add_argument("--out", type=image_file, default="samples.png")
     add_no_progress(p)
     p.set_defaults(func=run)
@@ -29,14 +29,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..imaging import save_image_grid
-    from ..noise import parse_seeds
 
     if bool(args.diffusers) == bool(args.checkpoint):
         raise ValueError(
             "give one model: --checkpoint DIR (trained by samplerlab train) or --diffusers DIR "
             "(a local diffusers UNet2DModel or pipeline folder)"
         )
-    seeds = parse_seeds(args.seeds)
+    seeds = args.seeds
     if args.checkpoint:
         return _sample_checkpoint(args, seeds)
     from ..adapters.diffusers import load_diffusers, sample_diffusers

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from . import speech_eval, speech_train
-from .common import add_no_progress, csv_list, finite_float, output_dir
+from .common import add_no_progress, csv_list, finite_float, nonnegative_int, output_dir
 
 
 def add_parser(sub) -> None:
@@ -15,10 +15,10 @@ def add_parser(sub) -> None:
     s = speech.add_subparsers(dest="speech_command", required=True)
     mc = s.add_parser("make-corpus", help="synthetic noisy speech (espeak-ng voices + noise), resumable")
     mc.add_argument("--out", type=output_dir, default="data/speech-corpus")
-    mc.add_argument("--train", type=int, default=200)
-    mc.add_argument("--valid", type=int, default=20)
-    mc.add_argument("--test", type=int, default=30)
-    mc.add_argument("--seed", type=int, default=0)
+    mc.add_argument("--train", type=nonnegative_int, default=200)
+    mc.add_argument("--valid", type=nonnegative_int, default=20)
+    mc.add_argument("--test", type=nonnegative_int, default=30)
+    mc.add_argument("--seed", type=nonnegative_int, default=0)
     mc.add_argument("--snr-min", type=finite_float, default=0.0)
     mc.add_argument("--snr-max", type=finite_float, default=20.0)
     mc.add_argument("--noise", help="comma-separated noise types (default: white,pink,brown,babble)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_training_run_args, add_unet_args, positive_float, positive_int, unet_settings
+from .common import add_training_run_args, add_unet_args, batch_size, positive_float, positive_int, unet_settings
 
 
 def add_parser(sub) -> None:
@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
     st.add_argument(
         "--steps", type=positive_int, default=8000, help="default 8000: about an hour on 2 CPU cores (4000: 28 min)"
     )
-    st.add_argument("--batch-size", type=positive_int, default=8)
+    st.add_argument("--batch-size", type=batch_size, default=8)
     st.add_argument("--lr", type=positive_float, default=5e-4)
     st.add_argument("--crop", type=positive_int, default=64, help="frames per training crop (default: 64, about 0.5 s)")
     add_unet_args(st, channels=16, mult=[1, 2, 2, 2], attention=[32])  # sized for CPUs

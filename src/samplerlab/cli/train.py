@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_training_run_args, add_unet_args, dropout_rate, positive_int, unet_settings
+from .common import (
+    add_training_run_args,
+    add_unet_args,
+    batch_size,
+    dropout_rate,
+    positive_float,
+    positive_int,
+    sample_count,
+    unet_settings,
+)
 
 
 def add_parser(sub) -> None:
@@ -17,10 +26,10 @@ def add_parser(sub) -> None:
         "--data", default="digits", help="digits (bundled), cifar10, fashion-mnist, image-folder, or a 2-D toy"
     )
     p.add_argument("--data-dir", help="folder of a local data set")
-    p.add_argument("--samples", type=positive_int, default=20000, help="points drawn for a 2-D toy")
+    p.add_argument("--samples", type=sample_count, default=20000, help="points drawn for a 2-D toy")
     p.add_argument("--steps", type=positive_int, help="optimiser steps (default: 4000 images, 3000 toys)")
-    p.add_argument("--batch-size", type=positive_int, help="global batch (default: 128 images, 256 toys)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3)")
+    p.add_argument("--batch-size", type=batch_size, help="global batch (default: 128 images, 256 toys)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default: 2e-3)")
     add_unet_args(p, channels=32, mult=[1, 2, 2], attention=[4])
     p.add_argument("--dropout", type=dropout_rate, default=0.1)
     p.add_argument("--hidden", type=positive_int, default=128, help="MLP width (2-D toys)")

@@ -87,6 +87,10 @@ class BenchConfig:
             not self.adaptive_tolerances or any(not t > 0 for t in self.adaptive_tolerances)
         ):
             raise ValueError(f"adaptive tolerances must be positive, got {self.adaptive_tolerances}")
+        for spec in self.solvers:  # each tolerance a valid setting of each adaptive solver
+            solver = self.solver(spec)
+            for tol in self.tolerances(solver) if solver.adaptive else ():
+                solver.with_tolerance(tol).check_parameters()
         GRIDS.get(self.grid)
         PROCESSES.get(self.process)
         check_dtype(self.dtype)

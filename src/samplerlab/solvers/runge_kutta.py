@@ -18,6 +18,7 @@ import enum
 import math
 from dataclasses import dataclass
 from fractions import Fraction as F
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -216,6 +217,16 @@ class DopriVariable(enum.Enum):
         return x - x0 if self is DopriVariable.LOG_SIGMA else x0
 
 
+def check_tolerance(solver: str, name: str, value: float, dtype: torch.dtype) -> None:
+    """A relative tolerance below what the state's dtype resolves cannot be met: refuse it at once instead
+    of shrinking steps until an attempt limit (ten machine epsilons: float32 1.2e-6, float64 2.2e-15)."""
+    floor = 10 * torch.finfo(dtype).eps
+    if value < floor:
+        raise ValueError(
+            f"{solver}: {name}={value:g} is below what {dtype} resolves ({floor:.1e}); loosen it or sample in float64"
+        )
+
+
 @SOLVERS.register("dopri5")
 @dataclass
 class DormandPrince(Solver):
@@ -264,6 +275,13 @@ class DormandPrince(Solver):
             valid = ", ".join(m.value for m in DopriVariable)
             raise ValueError(f"unknown dopri5 variable {self.variable!r}; valid: {valid}") from None
 
+    PARAM_RANGES: ClassVar[dict[str, tuple]] = {
+        "rtol": (1e-15, 1.0),
+        "atol": (1e-15, None),
+        "safety": (0.1, 1.0),
+        "max_attempts": (1, 1_000_000),
+    }
+
     def init_state(self, ctx):
         return None
 
@@ -290,6 +308,7 @@ class DormandPrince(Solver):
         var = self._variable
         B = x.shape[0]
         dtype, device = x.dtype, x.device
+        check_tolerance(self.name, "rtol", self.rtol, dtype)
         view = (B,) + (1,) * (x.ndim - 1)
         v_end = var.of_sigma(sigma_to)
         v = torch.full((B,), var.of_sigma(sigma_from), dtype=torch.float64)
@@ -320,6 +339,11 @@ class DormandPrince(Solver):
             if not bool(active.any()):
                 return to_x(z, v), x0
             h = torch.where(active, torch.minimum(h, left), torch.zeros_like(h))
+            if bool((active & (h <= 1e-13 * v.abs().clamp_min(1.0))).any()):
+                raise RuntimeError(
+                    f"dopri5: the step size underflowed at sigma={float(var.sigma(v[active].min())):g} "
+                    f"(rtol={self.rtol:g}, atol={self.atol:g}): loosen the tolerances, or the model is not smooth there"
+                )
             signed = h if forward else -h
             hz = signed.to(dtype).to(device).reshape(view)
             ks = [k1]

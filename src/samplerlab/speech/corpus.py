@@ -11,6 +11,7 @@ the same factor so that the noisy peak is 0.9. ``manifest.json`` records every c
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -63,8 +64,12 @@ class CorpusConfig:
         bad = [n for n in self.noise_types if n not in NOISE_TYPES]
         if bad:
             raise ValueError(f"unknown noise types {bad}; valid: {', '.join(NOISE_TYPES)}")
-        if min(self.train, self.valid, self.test) < 0 or self.snr_max < self.snr_min:
-            raise ValueError("split sizes must be >= 0 and snr_min <= snr_max")
+        snrs_ok = math.isfinite(self.snr_min) and math.isfinite(self.snr_max) and self.snr_min <= self.snr_max
+        if min(self.train, self.valid, self.test, self.seed) < 0 or not snrs_ok:
+            raise ValueError(
+                f"split sizes and seed must be >= 0, snr_min <= snr_max finite; got train={self.train}, "
+                f"valid={self.valid}, test={self.test}, seed={self.seed}, snr_min={self.snr_min}, snr_max={self.snr_max}"
+            )
 
 
 def _espeak() -> str:
