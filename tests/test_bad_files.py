@@ -414,3 +414,28 @@ def test_schedules_plot_checks_its_numbers(args, message, tmp_path, capsys):
     status = main(["schedules", "plot", "--out", str(tmp_path / "s.png"), *args])
     _one_line_error(status, capsys.readouterr().err, 2, message)
     assert not (tmp_path / "s.png").exists()
+
+
+def test_a_prior_file_that_is_not_one_is_named(tmp_path, capsys):
+    _wav(NOISE)(tmp_path / "in.wav")
+    (tmp_path / "prior.npz").write_bytes(bytes(range(256)))
+    status = main(["enhance", str(tmp_path / "in.wav"), "--prior", str(tmp_path / "prior.npz"), "--prior-mode",
+                   "stationary", "--out", str(tmp_path / "enh"), "--no-progress"])
+    _one_line_error(status, capsys.readouterr().err, 2, "prior.npz: not a Gaussian prior file")
+    assert not (tmp_path / "enh").exists()
+
+
+def test_a_corrupt_feature_cache_is_made_again(tmp_path):
+    from samplerlab.metrics.features import reference_statistics
+
+    images = torch.linspace(0, 1, 2 * 3 * 4 * 4).reshape(2, 3, 4, 4)
+
+    def extractor(x):
+        return x.reshape(len(x), -1)[:, :3]
+
+    first = reference_statistics(extractor, images, images, tag="t", cache=tmp_path)
+    (entry,) = tmp_path.glob("reference-*.npz")
+    entry.write_bytes(b"PK\x03\x04 cut short")  # a truncated cache file
+    with pytest.warns(RuntimeWarning, match="unreadable cache entry"):
+        again = reference_statistics(extractor, images, images, tag="t", cache=tmp_path)
+    assert torch.equal(first.mu, again.mu)

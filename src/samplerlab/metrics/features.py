@@ -133,6 +133,12 @@ def batched_features(fn: Callable[[Tensor], Tensor], images: Tensor, batch: int 
     return torch.cat([fn(images[k : k + batch]).double() for k in range(0, len(images), batch)])
 
 
+def _unreadable_cache(path: Path, err: Exception) -> None:
+    import warnings
+
+    warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}: {err}); computing it again", RuntimeWarning)
+
+
 def load_or_train_classifier(
     train_images: Tensor, train_labels: Tensor, *, cache: str | Path | None = None, progress: bool = False
 ) -> FeatureClassifier:
@@ -143,10 +149,13 @@ def load_or_train_classifier(
     folder = cache_dir(cache)
     weights, meta_path = folder / f"classifier-{key}.safetensors", folder / f"classifier-{key}.json"
     if weights.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        net = FeatureClassifier(meta["in_channels"], meta["num_classes"])
-        net.load_state_dict(load_file(str(weights)))
-        return net.eval()
+        try:
+            meta = json.loads(meta_path.read_text())
+            net = FeatureClassifier(meta["in_channels"], meta["num_classes"])
+            net.load_state_dict(load_file(str(weights)))
+            return net.eval()
+        except Exception as err:  # noqa: BLE001 - any unreadable cache entry is made again
+            _unreadable_cache(weights, err)
     net = train_feature_classifier(train_images, train_labels, progress=progress)
     with atomic_path(weights) as tmp:
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
@@ -238,17 +247,20 @@ def reference_statistics(
     key = data_fingerprint(train_images, held_out_images) + "-" + tag
     path = cache_dir(cache) / f"reference-{key}.npz"
     if path.exists():
-        z = np.load(path, allow_pickle=False)
-        acc = float(z["accuracy"])
-        return ReferenceStats(
-            torch.from_numpy(z["mu"]),
-            torch.from_numpy(z["cov"]),
-            float(z["floor"]),
-            int(z["n_reference"]),
-            int(z["n_held_out"]),
-            None if math.isnan(acc) else acc,
-            torch.from_numpy(z["features"]),
-        )
+        try:
+            z = np.load(path, allow_pickle=False)
+            acc = float(z["accuracy"])
+            return ReferenceStats(
+                torch.from_numpy(z["mu"]),
+                torch.from_numpy(z["cov"]),
+                float(z["floor"]),
+                int(z["n_reference"]),
+                int(z["n_held_out"]),
+                None if math.isnan(acc) else acc,
+                torch.from_numpy(z["features"]),
+            )
+        except Exception as err:  # noqa: BLE001 - any unreadable cache entry is made again
+            _unreadable_cache(path, err)
     feats = batched_features(extractor, train_images)
     mu, cov = feature_statistics(feats)
     held = batched_features(extractor, held_out_images)

@@ -201,14 +201,20 @@ class GaussianSpeechPrior:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: no such Gaussian prior file (samplerlab speech fit-gaussian writes one)")
-        z = np.load(path, allow_pickle=False)
-        return cls(
-            torch.from_numpy(z["clean_var"]),
-            torch.from_numpy(z["noise_var"]),
-            SpecConfig(**json.loads(str(z["spec"]))),
-            int(z["frames"]),
-            int(z["files"]),
-        )
+        try:
+            z = np.load(path, allow_pickle=False)
+            return cls(
+                torch.from_numpy(z["clean_var"]),
+                torch.from_numpy(z["noise_var"]),
+                SpecConfig(**json.loads(str(z["spec"]))),
+                int(z["frames"]),
+                int(z["files"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+            raise ValueError(
+                f"{path}: not a Gaussian prior file ({type(err).__name__}: {err}); "
+                "samplerlab speech fit-gaussian writes one"
+            ) from None
 
 
 def fit_gaussian_prior(pairs, spec: SpecConfig = SpecConfig(), progress: bool = False) -> GaussianSpeechPrior:
