@@ -19,7 +19,7 @@ from samplerlab.cli import main
 from samplerlab.grids import make_grid
 from samplerlab.noise import SampleNoise
 from samplerlab.processes import EDM, make_process
-from samplerlab.sampling import NonFiniteError, sample
+from samplerlab.sampling import NonFiniteError, generate, sample
 from samplerlab.solvers import make_solver, solver_from_spec
 
 FAST = ["--problems", "ring", "--samples", "8", "--no-progress"]
@@ -315,7 +315,17 @@ API_CASES = [
     (lambda: make_process("ouve", theta=0.0), "theta"),
     (lambda: make_process("ve", sigma_lo=60.0), "sigma_lo <= sigma_hi"),
     (lambda: make_process("edm", t_max=math.inf), "inf"),
+    (lambda: generate(_ring(), (3,), make_grid("karras", 4, EDM()), "euler", seeds=range(2)), "2-dimensional"),
+    (lambda: generate(_ring(), (2,), make_grid("karras", 4, EDM()), "nosuch", seeds=range(2)), "nosuch"),
+    (lambda: generate(_ring(), (2,), make_grid("karras", 4, EDM()), "ddim:eta=-1", seeds=range(2)), "-1"),
+    (lambda: generate(_ring(), (2,), make_grid("karras", 4, EDM()), "euler", seeds=range(0)), "at least one seed"),
 ]
+
+
+def _ring():
+    from samplerlab.problems import make_problem
+
+    return make_problem("ring").model
 
 
 @pytest.mark.parametrize("call, message", API_CASES)
@@ -327,6 +337,13 @@ def test_the_api_names_the_bad_value(call, message):
 
 def test_a_spec_is_understood_by_make_solver_too():
     assert make_solver("dpm-solver++:order=3").order == 3
+
+
+def test_a_spec_is_understood_by_generate_and_sample():
+    grid = make_grid("karras", 4, EDM())
+    by_spec = generate(_ring(), (2,), grid, "dpm-solver++:order=3", seeds=range(3))
+    by_object = generate(_ring(), (2,), grid, make_solver("dpm-solver++", order=3), seeds=range(3))
+    assert torch.equal(by_spec.x, by_object.x)
 
 
 def _gauss():

@@ -109,6 +109,11 @@ class GaussianMixture:
     def _parts(self, x: Tensor, sigma):
         """Centered eigen-coordinates y, noisy variances and component log-posteriors."""
         x = x.reshape(x.shape[0], -1).to(self.dtype)
+        if x.shape[1] != self.dim:
+            raise ValueError(
+                f"this mixture is {self.dim}-dimensional: samples of shape ({self.dim},) are needed, got "
+                f"{x.shape[1]} values per sample"
+            )
         sigma = torch.as_tensor(sigma, dtype=self.dtype, device=x.device).reshape(-1, 1, 1)
         diff = x[:, None, :] - self.means  # (B, K, d)
         y = self._rotate(diff)

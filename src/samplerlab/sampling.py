@@ -21,7 +21,7 @@ from .denoisers import Denoiser, NFECounter, model_dtype
 from .grids import validate_grid
 from .noise import SampleNoise
 from .processes import EDM, Process
-from .solvers.base import Solver, StepContext
+from .solvers.base import Solver, StepContext, make_solver
 
 __all__ = ["StepRecord", "SampleResult", "NonFiniteError", "sample", "prior_sample", "generate"]
 
@@ -58,7 +58,7 @@ def sample(
     denoiser: Denoiser,
     x: Tensor,
     grid,
-    solver: Solver,
+    solver: Solver | str,
     *,
     process: Process | None = None,
     noise: SampleNoise | None = None,
@@ -72,7 +72,8 @@ def sample(
 
     ``x`` is in the process's coordinates (x = s(t) x_hat); the result is at the
     grid's last level. Stochastic solvers and noise-drawing hooks (e.g. ``Inpaint``) draw from ``noise``.
-    ``hooks`` act on the state at every level (``samplerlab.conditioning``).
+    ``hooks`` act on the state at every level (``samplerlab.conditioning``). ``solver`` is a solver or a spec
+    string as the CLI and TOML files write it (``"dpm-solver++:order=3"``).
 
     ``nonfinite``: what a NaN or infinity in the state does — "error" (default: a ``NonFiniteError`` naming
     the first step and levels where it appeared), "warn" or "ignore". Each step records a flag on the state's
@@ -93,6 +94,8 @@ def sample(
             f"{x.dtype}. Sample in {declared} (generate(..., dtype={declared}) or a {declared} start) or "
             f"convert the model to {x.dtype} (model.to({x.dtype}))"
         )
+    if isinstance(solver, str):
+        solver = make_solver(solver)
     solver.check_parameters()
     if solver.stochastic and noise is None:
         raise ValueError(f"solver {solver.name!r} is stochastic: pass noise=SampleNoise(seeds)")
@@ -172,7 +175,7 @@ def generate(
     denoiser: Denoiser,
     shape: Sequence[int],
     grid,
-    solver: Solver,
+    solver: Solver | str,
     seeds: Sequence[int],
     *,
     process: Process | None = None,
