@@ -27,6 +27,7 @@ __all__ = [
     "DiscreteDDPMAdapter",
     "EDMPrecond",
     "ClassifierFreeGuidance",
+    "LevelShift",
     "NFECounter",
     "as_batch_sigma",
     "prediction_from_x0",
@@ -254,6 +255,54 @@ class ClassifierFreeGuidance:
             return d_cond
         d_uncond = self.denoiser(x, sigma, **{**cond, **self.uncond})
         return d_uncond + w * (d_cond - d_uncond)
+
+
+class LevelShift:
+    """D evaluated at a recalibrated noise level: the model is asked for D(x, m(sigma)) where m maps each
+    positive level sigma_i of a grid to ``model_sigmas[i]``, log-linearly between levels and by the nearest
+    level's log-offset beyond them.
+
+    A few-step sampler's state at sigma_i is not distributed as the model's training inputs at sigma_i (the
+    "exposure bias" of Li et al. 2024, "Alleviating exposure bias in diffusion models through sampling with
+    shifted time steps", ICLR); evaluating the model at a shifted level corrects the trajectory with one
+    parameter per step, for any solver, and ``samplerlab calibrate`` fits them (LD3, Tong et al. 2025, also
+    decouples the model's input time from the solver's). The solver's own arithmetic keeps the grid's sigmas.
+    No extra model calls."""
+
+    def __init__(self, denoiser: Denoiser, grid_sigmas, model_sigmas):
+        levels = torch.as_tensor(grid_sigmas, dtype=torch.float64)
+        levels = levels[levels > 0]
+        shifted = torch.as_tensor(model_sigmas, dtype=torch.float64)
+        if levels.shape != shifted.shape or not bool((shifted > 0).all() & torch.isfinite(shifted).all()):
+            raise ValueError(
+                f"model_sigmas must be one finite positive level per positive grid level ({len(levels)}), "
+                f"got {shifted.tolist()}"
+            )
+        order = torch.argsort(levels)
+        self.denoiser = denoiser
+        self._log_levels = torch.log(levels[order])  # ascending knots
+        self._log_offsets = (torch.log(shifted) - torch.log(levels))[order]
+
+    @property
+    def dtype(self):
+        return model_dtype(self.denoiser)
+
+    def model_sigma(self, sigma: Tensor) -> Tensor:
+        """m(sigma): the level the model is evaluated at."""
+        log_sigma = torch.log(sigma.to(torch.float64))  # on sigma's device: no host sync
+        knots, offsets = self._log_levels.to(log_sigma.device), self._log_offsets.to(log_sigma.device)
+        if len(knots) == 1:
+            offset = offsets.expand_as(log_sigma)
+        else:
+            clamped = log_sigma.clamp(knots[0], knots[-1])
+            hi = torch.searchsorted(knots, clamped).clamp(1, len(knots) - 1)
+            w = (clamped - knots[hi - 1]) / (knots[hi] - knots[hi - 1])
+            offset = offsets[hi - 1] + w * (offsets[hi] - offsets[hi - 1])
+        return (sigma.to(torch.float64) * torch.exp(offset)).to(sigma.dtype)  # exact where the offset is 0
+
+    def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        return self.denoiser(x, self.model_sigma(sigma), **cond)
 
 
 def model_dtype(denoiser) -> torch.dtype | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,6 +37,8 @@ __all__ = [
     "from_list",
     "saved",
     "saved_grid_path",
+    "GridFile",
+    "is_grid_file",
     "GRIDS",
     "make_grid",
 ]
@@ -222,19 +225,104 @@ def saved_grid_path(name: str, directory=None) -> Path:
     return Path(directory or os.environ.get("SAMPLERLAB_GRID_DIR", "grids")) / f"{name}.json"
 
 
+GRID_FILE_FORMAT = 1  # the newest grid-file layout this version reads and writes
+
+
+@dataclass(frozen=True)
+class GridFile:
+    """A grid saved to JSON: its levels, optionally the levels its model is evaluated at (a calibrated level
+    shift, ``denoisers.LevelShift``), and where it came from (``provenance``: model fingerprint, process,
+    solver spec, NFE, method, loss, seeds, samplerlab version, ...). ``samplerlab calibrate`` and
+    ``samplerlab optimise-steps`` write them; any grid option takes the path."""
+
+    sigmas: tuple[float, ...]
+    model_sigmas: tuple[float, ...] | None = None
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        validate_grid(self.sigmas)
+        if self.model_sigmas is not None:
+            positive = sum(1 for s in self.sigmas if s > 0)
+            m = torch.as_tensor(self.model_sigmas, dtype=torch.float64)
+            if len(self.model_sigmas) != positive or not bool(torch.isfinite(m).all() and (m > 0).all()):
+                raise GridError(
+                    f"model_sigmas must be {positive} finite positive levels (one per positive grid level), "
+                    f"got {list(self.model_sigmas)}"
+                )
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def tensor(self, process: Process | None = None) -> Tensor:
+        return validate_grid(self.sigmas, process)
+
+    def to_json(self) -> str:
+        payload = {"format": GRID_FILE_FORMAT, "sigmas": list(self.sigmas), "num_steps": self.num_steps}
+        if self.model_sigmas is not None:
+            payload["model_sigmas"] = list(self.model_sigmas)
+        return json.dumps({**payload, "provenance": self.provenance}, indent=2) + "\n"
+
+    def write(self, path) -> Path:
+        """Write atomically: a reader sees the old file or the whole new one."""
+        from .io import atomic_write_text
+
+        atomic_write_text(path, self.to_json())
+        return Path(path)
+
+    @classmethod
+    def read(cls, path) -> "GridFile":
+        """Read and check a grid file; every problem is a ``GridError`` naming the file."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GridError(f"no grid file at {path}") from None
+        except (UnicodeDecodeError, ValueError) as err:
+            raise GridError(f"grid file {path} is malformed: not valid JSON ({err})") from None
+        if not isinstance(payload, dict) or "sigmas" not in payload:
+            raise GridError(f"grid file {path} is malformed: expected a JSON object with 'sigmas'")
+        if payload.get("format", 1) not in range(1, GRID_FILE_FORMAT + 1):
+            raise GridError(
+                f"grid file {path} has format {payload.get('format')!r}; this samplerlab reads formats up to "
+                f"{GRID_FILE_FORMAT}: upgrade samplerlab"
+            )
+        # files of samplerlab 0.2 kept their provenance at the top level
+        known = {"format", "sigmas", "model_sigmas", "num_steps", "provenance"}
+        provenance = payload.get("provenance") or {k: v for k, v in payload.items() if k not in known}
+        try:
+            model = payload.get("model_sigmas")
+            return cls(
+                tuple(float(v) for v in payload["sigmas"]),
+                None if model is None else tuple(float(v) for v in model),
+                dict(provenance),
+            )
+        except GridError as err:
+            raise GridError(f"grid file {path}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise GridError(f"grid file {path} is malformed: {err}") from None
+
+
 def saved(num_steps: int, process: Process | None = None, *, name: str, directory=None) -> Tensor:
-    """A grid saved by the step optimiser (``samplerlab optimise-steps``), by name or path."""
+    """A saved grid file (``samplerlab calibrate``, ``samplerlab optimise-steps``), by name or path."""
     path = saved_grid_path(name, directory)
     try:
-        payload = json.loads(path.read_text())
-        sigmas = payload["sigmas"]
-    except FileNotFoundError:
-        raise GridError(f"no saved grid {name!r} at {path}") from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise GridError(f"saved grid {path} is malformed: {err}") from None
-    if len(sigmas) - 1 != num_steps:
-        raise GridError(f"saved grid {name!r} has {len(sigmas) - 1} steps, not {num_steps}")
-    return validate_grid(sigmas, process)
+        grid = GridFile.read(path)
+    except GridError as err:
+        if not path.exists():
+            raise GridError(f"no saved grid {name!r} at {path}") from None
+        raise GridError(str(err).replace("grid file", "saved grid", 1)) from None
+    if num_steps is not None and grid.num_steps != num_steps:
+        raise GridError(
+            f"saved grid {name!r} has {grid.num_steps} steps, not {num_steps}: it was made for "
+            f"{grid.provenance.get('solver', 'its solver')} at {grid.provenance.get('nfe', '?')} NFE"
+        )
+    return grid.tensor(process)
+
+
+def is_grid_file(name: str) -> bool:
+    """Grid options take a registered name or the path of a grid file (ending in .json)."""
+    return str(name).endswith(".json")
 
 
 GRIDS: Registry[Callable[..., Tensor]] = Registry("grid")
@@ -249,7 +337,12 @@ GRIDS.register("polyexponential")(polyexponential)
 
 
 def make_grid(name: str, num_steps: int, process: Process, /, **params) -> Tensor:
-    """Build a registered grid by name (configuration / CLI boundary)."""
+    """Build a registered grid by name (configuration / CLI boundary), or read a grid file (a path ending in
+    .json, which must have ``num_steps`` steps)."""
+    if is_grid_file(name):
+        if params:
+            raise ValueError(f"a grid file takes no grid parameters, got {params}")
+        return saved(num_steps, process, name=name)
     fn = GRIDS.get(name)
     try:
         return fn(num_steps, process, **params)

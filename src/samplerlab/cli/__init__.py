@@ -13,11 +13,37 @@ import sys
 import traceback
 
 from ..registry import UnknownNameError
-from . import bench, enhance, evaluate, likelihood, listing, optimise_steps, run, sample, schedules, speech, train
+from . import (
+    bench,
+    calibrate,
+    enhance,
+    evaluate,
+    likelihood,
+    listing,
+    optimise_steps,
+    run,
+    sample,
+    schedules,
+    speech,
+    train,
+)
 
 __all__ = ["main", "make_parser"]
 
-COMMANDS = (bench, run, schedules, optimise_steps, likelihood, sample, train, evaluate, speech, enhance, listing)
+COMMANDS = (
+    bench,
+    run,
+    schedules,
+    calibrate,
+    optimise_steps,
+    likelihood,
+    sample,
+    train,
+    evaluate,
+    speech,
+    enhance,
+    listing,
+)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -19,7 +19,8 @@ from typing import Callable
 
 import torch
 
-from ..grids import GRIDS, make_grid
+from ..denoisers import LevelShift
+from ..grids import GRIDS, GridFile, is_grid_file, make_grid
 from ..io import atomic_path, remove_stale_temporaries
 from ..metrics import nll_gap, reference_ode_solution, rms_distance, sliced_wasserstein2
 from ..noise import SampleNoise
@@ -91,7 +92,10 @@ class BenchConfig:
             solver = self.solver(spec)
             for tol in self.tolerances(solver) if solver.adaptive else ():
                 solver.with_tolerance(tol).check_parameters()
-        GRIDS.get(self.grid)
+        if is_grid_file(self.grid):
+            GridFile.read(self.grid)
+        else:
+            GRIDS.get(self.grid)
         PROCESSES.get(self.process)
         check_dtype(self.dtype)
         bad = [n for n in self.nfes if int(n) != n or n < 1]
@@ -253,8 +257,13 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
     finals: dict[str, dict] = {}  # spec -> {budget: (nfe, samples)} of the fixed-step runs, to find aliases
     x_T_cache: dict[float, torch.Tensor] = {}
 
+    grid_file = GridFile.read(config.grid) if is_grid_file(config.grid) else None
+
     def run(solver, grid):
         sigma_start = float(grid[0])
+        denoiser = model
+        if grid_file is not None and grid_file.model_sigmas is not None:  # a calibrated level shift
+            denoiser = LevelShift(model, grid, grid_file.model_sigmas)
         if solver.stochastic:  # its noise stream continues after the prior draw
             noise = SampleNoise(seeds, dtype=dtype)
             x_T = prior_sample(process, sigma_start, noise, (problem.dim,))
@@ -265,7 +274,7 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
                     process, sigma_start, SampleNoise(seeds, dtype=dtype), (problem.dim,)
                 )
             x_T = x_T_cache[sigma_start]
-        return sample(model, x_T, grid, solver, process=process, noise=noise)
+        return sample(denoiser, x_T, grid, solver, process=process, noise=noise)
 
     def measured(spec, solver, budget, steps, grid, result, note="", tolerance=None):
         x = result.x.to(torch.float64)
@@ -286,6 +295,9 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
 
     for spec in config.solvers:
         solver = config.solver(spec)
+        if solver.adaptive and grid_file is not None:
+            rows.append(_skipped(problem.name, spec, None, f"skipped: {spec} is adaptive; the grid file is not for it"))
+            continue
         if solver.adaptive:
             grid = make_grid(config.grid, 2, process, **config.grid_params)  # [sigma_max, sigma_min, final]
             for tol in config.tolerances(solver):
@@ -304,7 +316,16 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
             continue
         for budget in config.nfes:
             steps = solver.steps_for_nfe(budget)
-            if steps is None:
+            if steps is not None and grid_file is not None and steps != grid_file.num_steps:
+                rows.append(
+                    _skipped(
+                        problem.name,
+                        spec,
+                        budget,
+                        f"skipped: the grid file has {grid_file.num_steps} steps; {spec} takes {steps} at {budget} NFE",
+                    )
+                )
+            elif steps is None:
                 rows.append(
                     BenchRow(
                         problem.name,
@@ -369,3 +390,7 @@ def same_samples(a: dict, b: dict) -> bool:
         if float(agree.double().mean()) < SAME_FRACTION:
             return False
     return True
+
+
+def _skipped(problem: str, spec: str, budget: int | None, note: str) -> "BenchRow":
+    return BenchRow(problem, spec, budget, None, None, None, None, None, None, None, note)

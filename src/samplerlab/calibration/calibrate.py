@@ -1,0 +1,241 @@
+"""``calibrate``: a few-step sampler's grid fitted to a model, checked on held-out seeds, written as a grid file.
+
+For a model (``Target``), a deterministic solver and an NFE budget: the teacher (a tight adaptive solve) on
+three disjoint seed sets (fit, validation, test); the best built-in grid for that solver on the validation
+seeds as the starting point and the baseline; the fit (``learn``); and the report on the test seeds, both
+errors (trajectory RMS to the teacher, sliced W2 to the teacher's samples; and where the model is an exact
+analytic one, the NLL gap to exact samples, whose sign says over- (< 0) or under-concentrated (> 0)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..grids import GridFile, make_grid
+from ..metrics.analytic import nll_gap
+from ..solvers import Solver, make_solver
+from .learn import CalibrationMethod, Scores, learn, run_sampler, score
+from .teacher import Target, fingerprint, solve_teacher
+
+__all__ = ["SeedSplit", "CalibrationReport", "BASELINE_GRIDS", "calibrate", "best_builtin_grid"]
+
+# the built-in grids a calibration starts from and is measured against: Karras et al. (2022) at several rho,
+# uniform log-SNR (Lu et al. 2022), polyexponential, and the process's uniform time (Song et al. 2021)
+BASELINE_GRIDS = (
+    ("karras", {}),
+    ("karras", {"rho": 3.0}),
+    ("karras", {"rho": 5.0}),
+    ("karras", {"rho": 10.0}),
+    ("karras", {"rho": 15.0}),
+    ("logsnr", {}),
+    ("polyexponential", {"rho": 2.0}),
+    ("uniform-time", {}),
+)
+
+
+@dataclass(frozen=True)
+class SeedSplit:
+    """Disjoint seed sets: ``fit`` (the loss), ``validation`` (early stopping, selection, the baseline's choice)
+    and ``test`` (the report)."""
+
+    fit: range = range(0, 256)
+    validation: range = range(100_000, 100_256)
+    test: range = range(200_000, 201_000)
+
+    def __post_init__(self):
+        sets = [set(self.fit), set(self.validation), set(self.test)]
+        if any(not s for s in sets) or sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2]:
+            raise ValueError(f"fit, validation and test seeds must be non-empty and disjoint, got {self}")
+
+    def describe(self) -> dict:
+        return {
+            k: f"{r.start}-{r.stop - 1}"
+            for k, r in (("fit", self.fit), ("validation", self.validation), ("test", self.test))
+        }
+
+
+@dataclass
+class CalibrationReport:
+    solver: str
+    nfe: int
+    method: str
+    baseline: str
+    baseline_test: Scores
+    calibrated_test: Scores
+    nll_gap_baseline: float | None
+    nll_gap_calibrated: float | None
+    evaluations: int
+    seconds: float
+
+    @property
+    def rms_ratio(self) -> float:
+        return self.calibrated_test.rms / self.baseline_test.rms
+
+    @property
+    def distribution_worse(self) -> bool:
+        """The calibrated sampler raised the distribution error (sliced W2) by more than 10 %."""
+        return self.calibrated_test.sw2 > 1.1 * self.baseline_test.sw2
+
+    def lines(self) -> list[str]:
+        def nll(v):
+            return "" if v is None else f", NLL gap {v:+.3g} nats"
+
+        out = [
+            f"{self.solver} at {self.nfe} NFE, {self.method}, test seeds:",
+            f"  baseline   {self.baseline}: RMS to teacher {self.baseline_test.rms:.4g}, "
+            f"SW2 {self.baseline_test.sw2:.4g}{nll(self.nll_gap_baseline)}",
+            f"  calibrated: RMS to teacher {self.calibrated_test.rms:.4g} ({self.rms_ratio:.2f}x), "
+            f"SW2 {self.calibrated_test.sw2:.4g}{nll(self.nll_gap_calibrated)}",
+        ]
+        if self.distribution_worse:
+            out.append("  WARNING: the calibrated grid raises the distribution error (SW2) by more than 10 %")
+        return out
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.update(rms_ratio=self.rms_ratio, distribution_worse=self.distribution_worse)
+        return d
+
+
+def best_builtin_grid(target: Target, solver: Solver, steps: int, teacher) -> tuple[str, torch.Tensor, Scores]:
+    """The built-in grid (``BASELINE_GRIDS``) with the lowest RMS to the teacher on ``teacher``'s seeds."""
+    best = None
+    for name, params in BASELINE_GRIDS:
+        try:
+            grid = (
+                make_grid(name, steps, target.process, sigma_min=target.sigma_min, sigma_max=target.sigma_max, **params)
+                if name != "uniform-time"
+                else make_grid(name, steps, target.process)
+            )
+        except (ValueError, TypeError):
+            continue
+        if float(grid[0]) != target.sigma_max:
+            continue
+        scores = score(run_sampler(target, teacher, solver, grid), teacher)
+        label = name + "".join(f":{k}={v:g}" for k, v in params.items())
+        if best is None or scores.rms < best[2].rms:
+            best = (label, grid, scores)
+    if best is None:
+        raise ValueError(f"no built-in grid fits {target.process.name} from sigma_max={target.sigma_max:g}")
+    return best
+
+
+def calibrate(
+    target: Target,
+    solver: Solver | str,
+    nfe: int,
+    *,
+    method: CalibrationMethod | str = CalibrationMethod.GRID_SHIFT,
+    seeds: SeedSplit = SeedSplit(),
+    max_evaluations: int = 1500,
+    teacher_rtol: float | None = None,
+    state_path: str | Path | None = None,
+    exact=None,
+    progress: bool = False,
+) -> tuple[GridFile, CalibrationReport]:
+    """Fit ``solver``'s grid at ``nfe`` model calls to ``target``'s model; returns the grid file (not yet
+    written) and the held-out report. ``exact``: an analytic model with ``log_prob`` and ``sample`` (the
+    denoiser itself when it has them) for the NLL gap. ``state_path`` makes the fit resumable."""
+    started = time.perf_counter()
+    solver = make_solver(solver) if isinstance(solver, str) else solver
+    method = CalibrationMethod.parse(method)
+    if solver.stochastic or solver.adaptive:
+        kind = "stochastic" if solver.stochastic else "adaptive"
+        raise ValueError(f"{solver.describe()} is {kind}: calibration fits deterministic fixed-step solvers")
+    steps = solver.steps_within(nfe)
+    if steps < 2:
+        raise ValueError(f"{solver.describe()} takes 1 step at {nfe} NFE: there is no level to calibrate")
+    if exact is None and hasattr(target.denoiser, "log_prob") and hasattr(target.denoiser, "sample"):
+        exact = target.denoiser
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=max_evaluations, desc=f"calibrate {solver.describe()} @ {nfe} NFE", unit="run")
+        bar.set_description_str("teacher solves")
+    fit = solve_teacher(target, seeds.fit, teacher_rtol)
+    validation = solve_teacher(target, seeds.validation, teacher_rtol)
+    test = solve_teacher(target, seeds.test, teacher_rtol)
+    baseline, baseline_grid, _ = best_builtin_grid(target, solver, steps, validation)
+    if bar is not None:
+        bar.set_description_str(f"calibrate {solver.describe()} @ {nfe} NFE")
+    key = f"{fingerprint(target.denoiser)}|{solver.describe()}|{steps}|{method.value}|{seeds.describe()}"
+    try:
+        learned = learn(
+            target,
+            solver,
+            steps,
+            method,
+            fit,
+            validation,
+            baseline_grid,
+            max_evaluations=max_evaluations,
+            state_path=state_path,
+            state_key=key,
+            progress=bar,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+
+    baseline_samples = run_sampler(target, test, solver, baseline_grid)
+    calibrated_samples = run_sampler(target, test, solver, learned.grid, learned.model_sigmas)
+    gaps = (None, None)
+    if exact is not None:
+        truth = exact.sample(len(seeds.test), torch.Generator().manual_seed(1))
+        gaps = tuple(nll_gap(exact, s.reshape(s.shape[0], -1), truth) for s in (baseline_samples, calibrated_samples))
+    counted = _counted_nfe(target, test, solver, learned)
+    report = CalibrationReport(
+        solver.describe(),
+        counted,
+        method.value,
+        baseline,
+        score(baseline_samples, test),
+        score(calibrated_samples, test),
+        gaps[0],
+        gaps[1],
+        learned.evaluations,
+        time.perf_counter() - started,
+    )
+    from .. import __version__
+
+    grid_file = GridFile(
+        tuple(learned.grid.tolist()),
+        None if learned.model_sigmas is None else tuple(learned.model_sigmas),
+        {
+            "made_by": "samplerlab calibrate",
+            "samplerlab_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "model_fingerprint": fingerprint(target.denoiser),
+            "process": target.process.name,
+            "solver": solver.describe(),
+            "nfe": counted,
+            "method": method.value,
+            "loss": "RMS to the teacher's end points (dopri5), fit seeds; selection on validation seeds "
+            "with sliced W2 <= 1.1x the baseline's",
+            "teacher_nfe": fit.nfe,
+            "seeds": seeds.describe(),
+            "baseline": baseline,
+            "report": report.to_dict(),
+        },
+    )
+    return grid_file, report
+
+
+def _counted_nfe(target, teacher, solver, learned) -> int:
+    from ..denoisers import LevelShift
+    from ..sampling import sample
+
+    denoiser = target.denoiser
+    if learned.model_sigmas is not None:
+        denoiser = LevelShift(denoiser, learned.grid, learned.model_sigmas)
+    x = teacher.x_T[:1]
+    cond = {k: (v[:1] if isinstance(v, torch.Tensor) else v) for k, v in teacher.cond.items()}
+    return sample(denoiser, x, learned.grid, solver, process=target.process, cond=cond).nfe

@@ -1,0 +1,80 @@
+"""``samplerlab calibrate``: fit a solver's time grid (and model levels) to a model at an NFE budget and write it
+as a grid file that ``--grid FILE.json`` takes wherever a grid is asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_no_progress, json_file, positive_int
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "calibrate", help="fit a few-step sampler's grid to a model; write it as a grid file", description=__doc__
+    )
+    p.add_argument("--problem", default="gmm64", help="analytic problem (default: gmm64)")
+    p.add_argument("--checkpoint", help="calibrate a model trained by samplerlab train instead of a problem")
+    p.add_argument("--process", default="edm", help="process (default: edm)")
+    p.add_argument("--solver", default="ipndm", help="deterministic solver spec (default: ipndm)")
+    p.add_argument("--nfe", type=positive_int, default=5, help="NFE budget (default: 5)")
+    p.add_argument("--method", default="grid+shift", help="grid | grid+shift (default: grid+shift)")
+    p.add_argument("--fit-samples", type=positive_int, default=256, help="calibration seeds (default: 256)")
+    p.add_argument("--test-samples", type=positive_int, default=1000, help="held-out test seeds (default: 1000)")
+    p.add_argument(
+        "--max-evaluations", type=positive_int, default=1500, help="sampler runs of the fit at most (default: 1500)"
+    )
+    p.add_argument("--out", type=json_file, help="grid file to write (default: grids/MODEL-SOLVER-nfeN.json)")
+    add_no_progress(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..calibration import CalibrationMethod, SeedSplit, Target, calibrate
+    from ..processes import make_process
+    from ..solvers import solver_from_spec
+
+    solver = solver_from_spec(args.solver)
+    method = CalibrationMethod.parse(args.method)
+    process = make_process(args.process)
+    solver.steps_within(args.nfe, label=args.solver)
+    if args.checkpoint:
+        from ..training import load_checkpoint
+
+        model, meta = load_checkpoint(args.checkpoint)
+        target = Target(model, process, tuple(meta["shape"]), dtype=torch.float32)
+        label = Path(args.checkpoint).name
+    else:
+        from ..problems import make_problem
+
+        problem = make_problem(args.problem)
+        target = Target(problem.model, process, (problem.dim,))
+        label = args.problem
+    out = Path(args.out or f"grids/{label}-{solver.name}-nfe{args.nfe}.json")
+    seeds = SeedSplit(
+        range(0, args.fit_samples),
+        range(10**6, 10**6 + args.fit_samples),
+        range(2 * 10**6, 2 * 10**6 + args.test_samples),
+    )
+    state = out.with_name(f".{out.name}.state")  # the fit so far: rerun the same command to resume
+    out.parent.mkdir(parents=True, exist_ok=True)
+    grid_file, report = calibrate(
+        target,
+        solver,
+        args.nfe,
+        method=method,
+        seeds=seeds,
+        max_evaluations=args.max_evaluations,
+        state_path=state,
+        progress=not args.no_progress,
+    )
+    grid_file.write(out)
+    state.unlink(missing_ok=True)
+    print("\n".join(report.lines()))
+    print("sigmas:       " + ", ".join(f"{s:.4g}" for s in grid_file.sigmas))
+    if grid_file.model_sigmas is not None:
+        print("model sigmas: " + ", ".join(f"{s:.4g}" for s in grid_file.model_sigmas))
+    print(f"{report.evaluations} sampler runs, {report.seconds:.0f} s; wrote {out}")
+    print(f"use it with --grid {out} (solver {solver.describe()}, {report.nfe} NFE)")
+    return 0
