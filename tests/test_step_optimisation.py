@@ -1,12 +1,12 @@
 import itertools
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from samplerlab.experiments.step_optimisation import least_cost_path, optimise_steps, save_grid
-from samplerlab.grids import GridError, karras, make_grid
+from samplerlab.calibration import Target
+from samplerlab.calibration.dp import dp_grid, least_cost_path
+from samplerlab.grids import GridError, GridFile, karras, make_grid
 from samplerlab.metrics import reference_ode_solution, rms_distance
 from samplerlab.noise import SampleNoise
 from samplerlab.problems import make_problem
@@ -49,17 +49,18 @@ def test_optimised_grid_beats_karras_for_heun_at_nfe_10(tmp_path):
     model = make_problem("ring").model
     solver = make_solver("heun")
     steps = solver.steps_for_nfe(10)
-    grid = optimise_steps(model, solver, steps, EDM(), 2, num_candidates=32, calibration=64)
+    grid = dp_grid(Target(model, EDM(), (2,)), solver, steps, range(64), candidates=32)
+    grid.sigmas = grid.grid.tolist()
     assert len(grid.sigmas) == steps + 1 and grid.sigmas[-1] == 0.0
     # evaluated on fresh seeds, not the calibration batch
     x = prior_sample(EDM(), 80.0, SampleNoise(range(500, 756), dtype=torch.float64), (2,))
     ref = reference_ode_solution(model, x, 80.0, 0.0)
-    err_opt = rms_distance(sample(model, x, grid.tensor(), solver).x, ref)
+    err_opt = rms_distance(sample(model, x, grid.grid, solver).x, ref)
     err_karras = rms_distance(sample(model, x, karras(steps, EDM()), solver).x, ref)
     assert err_opt < 0.5 * err_karras
     # saved, then found by name through the grid registry
-    path = save_grid("ring-heun", grid, {"problem": "ring"}, tmp_path)
-    assert json.loads(path.read_text())["problem"] == "ring"
+    path = GridFile(tuple(grid.sigmas), None, {"problem": "ring"}).write(tmp_path / "ring-heun.json")
+    assert GridFile.read(path).provenance["problem"] == "ring"
     again = make_grid("saved", steps, EDM(), name="ring-heun", directory=tmp_path)
     assert again.tolist() == grid.sigmas
     with pytest.raises(GridError, match="has 5 steps, not 7"):

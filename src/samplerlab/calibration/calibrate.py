@@ -20,7 +20,8 @@ import torch
 from ..grids import GridFile, make_grid
 from ..metrics.analytic import nll_gap
 from ..solvers import Solver, make_solver
-from .learn import CalibrationMethod, Scores, learn, run_sampler, score
+from .dp import check_dp_limits, dp_evaluations, dp_grid
+from .learn import CalibrationMethod, LearnedSampler, Scores, learn, run_sampler, score
 from .teacher import Target, fingerprint, solve_teacher
 
 __all__ = ["SeedSplit", "CalibrationReport", "BASELINE_GRIDS", "calibrate", "best_builtin_grid"]
@@ -93,6 +94,8 @@ class CalibrationReport:
             f"  calibrated: RMS to teacher {self.calibrated_test.rms:.4g} ({self.rms_ratio:.2f}x), "
             f"SW2 {self.calibrated_test.sw2:.4g}{nll(self.nll_gap_calibrated)}",
         ]
+        if self.rms_ratio > 1:
+            out.append(f"  WARNING: the calibrated grid is worse than {self.baseline} on the test seeds")
         if self.distribution_worse:
             out.append("  WARNING: the calibrated grid raises the distribution error (SW2) by more than 10 %")
         return out
@@ -138,10 +141,13 @@ def calibrate(
     state_path: str | Path | None = None,
     exact=None,
     progress: bool = False,
+    teachers: tuple | None = None,
+    dp_candidates: int = 200,
 ) -> tuple[GridFile, CalibrationReport]:
     """Fit ``solver``'s grid at ``nfe`` model calls to ``target``'s model; returns the grid file (not yet
     written) and the held-out report. ``exact``: an analytic model with ``log_prob`` and ``sample`` (the
-    denoiser itself when it has them) for the NLL gap. ``state_path`` makes the fit resumable."""
+    denoiser itself when it has them) for the NLL gap. ``state_path`` makes the fit resumable. ``teachers``:
+    the (fit, validation, test) ``TeacherSet``s of ``seeds`` when already solved (a benchmark's many fits)."""
     started = time.perf_counter()
     solver = make_solver(solver) if isinstance(solver, str) else solver
     method = CalibrationMethod.parse(method)
@@ -154,33 +160,40 @@ def calibrate(
     if exact is None and hasattr(target.denoiser, "log_prob") and hasattr(target.denoiser, "sample"):
         exact = target.denoiser
 
+    if method is CalibrationMethod.DP:
+        check_dp_limits(steps, dp_candidates)  # before any work
+    if teachers is None:
+        teachers = tuple(solve_teacher(target, s, teacher_rtol) for s in (seeds.fit, seeds.validation, seeds.test))
+    fit, validation, test = teachers
+    baseline, baseline_grid, baseline_val = best_builtin_grid(target, solver, steps, validation)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_evaluations, desc=f"calibrate {solver.describe()} @ {nfe} NFE", unit="run")
-        bar.set_description_str("teacher solves")
-    fit = solve_teacher(target, seeds.fit, teacher_rtol)
-    validation = solve_teacher(target, seeds.validation, teacher_rtol)
-    test = solve_teacher(target, seeds.test, teacher_rtol)
-    baseline, baseline_grid, _ = best_builtin_grid(target, solver, steps, validation)
-    if bar is not None:
-        bar.set_description_str(f"calibrate {solver.describe()} @ {nfe} NFE")
-    key = f"{fingerprint(target.denoiser)}|{solver.describe()}|{steps}|{method.value}|{seeds.describe()}"
+        total = dp_evaluations(steps, dp_candidates) if method is CalibrationMethod.DP else max_evaluations
+        bar = tqdm(total=total, desc=f"calibrate {solver.describe()} @ {nfe} NFE ({method.value})", unit="run")
     try:
-        learned = learn(
-            target,
-            solver,
-            steps,
-            method,
-            fit,
-            validation,
-            baseline_grid,
-            max_evaluations=max_evaluations,
-            state_path=state_path,
-            state_key=key,
-            progress=bar,
-        )
+        if method is CalibrationMethod.DP:
+            found = dp_grid(
+                target, solver, steps, seeds.fit, candidates=dp_candidates, teacher_rtol=teacher_rtol, progress=bar
+            )
+            val = score(run_sampler(target, validation, solver, found.grid), validation)
+            learned = LearnedSampler(found.grid, None, val, baseline_val, dp_evaluations(steps, dp_candidates))
+        else:
+            key = f"{fingerprint(target.denoiser)}|{solver.describe()}|{steps}|{method.value}|{seeds.describe()}"
+            learned = learn(
+                target,
+                solver,
+                steps,
+                method,
+                fit,
+                validation,
+                baseline_grid,
+                max_evaluations=max_evaluations,
+                state_path=state_path,
+                state_key=key,
+                progress=bar,
+            )
     finally:
         if bar is not None:
             bar.close()

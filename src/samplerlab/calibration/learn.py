@@ -47,7 +47,8 @@ __all__ = ["CalibrationMethod", "GridParameters", "Scores", "score", "run_sample
 class CalibrationMethod(enum.Enum):
     """What ``samplerlab calibrate`` fits."""
 
-    GRID = "grid"  # the levels only
+    DP = "dp"  # the levels by dynamic programming over candidates, scored by the solver's steps (``dp``)
+    GRID = "grid"  # the levels only, fitted to the teacher's end points
     GRID_SHIFT = "grid+shift"  # the levels and the level the model sees at each (one log-offset per level)
 
     @classmethod
@@ -182,7 +183,6 @@ def learn(
             state = saved
     best = {"fit": math.inf, "theta": np.array(state["fit_theta"]), "checked": None}
     checks_without_gain = [0]
-    budget = max(0, max_evaluations - state["evaluations"])
 
     def save():
         if state_path is not None:
@@ -218,24 +218,26 @@ def learn(
             best.update(fit=loss, theta=np.array(theta))
         if progress is not None:
             progress.update(1)
-            progress.set_postfix(fit=f"{best['fit']:.4g}", val=f"{state['best_rms']:.4g}")
+            progress.set_postfix(fit=f"{best['fit']:.4g}", val=f"{state['best_rms']:.4g}", refresh=False)
         if state["evaluations"] % check_every == 0:
             check()
         return loss
 
-    start = np.array(state["fit_theta"])
-    if budget > 0:
-        simplex = np.vstack([start] + [start + 0.15 * np.eye(len(start))[i] for i in range(len(start))])
-        try:
-            minimize(
-                objective,
-                start,
-                method="Nelder-Mead",
-                options={"maxfev": budget, "adaptive": True, "xatol": 1e-4, "fatol": 1e-9, "initial_simplex": simplex},
-            )
+    try:
+        # restarted from the best point with a fresh simplex while a round still gains (Nelder-Mead's simplex
+        # collapses in narrow valleys; restarting is the usual remedy, Kelley 1999)
+        while state["evaluations"] < max_evaluations:
+            start = np.array(state["fit_theta"] if best["fit"] == math.inf else best["theta"])
+            before = best["fit"]
+            simplex = np.vstack([start] + [start + 0.15 * np.eye(len(start))[i] for i in range(len(start))])
+            options = {"adaptive": True, "xatol": 1e-4, "fatol": 1e-9, "initial_simplex": simplex}
+            options["maxfev"] = max_evaluations - state["evaluations"]
+            minimize(objective, start, method="Nelder-Mead", options=options)
             check()
-        except _Stop:
-            pass
+            if not best["fit"] < before * (1 - 1e-3):
+                break
+    except _Stop:
+        pass
     grid, shifts = decode(np.array(state["best_theta"]))
     return LearnedSampler(
         grid, shifts, Scores(state["best_rms"], state["best_sw2"]), initial, state["evaluations"], state["trace"]

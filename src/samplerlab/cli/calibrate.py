@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_no_progress, json_file, positive_int
+from .common import add_no_progress, image_file, json_file, positive_int
 
 
 def add_parser(sub) -> None:
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--max-evaluations", type=positive_int, default=1500, help="sampler runs of the fit at most (default: 1500)"
     )
+    p.add_argument("--plot", type=image_file, help="also draw the grid against the built-in ones (a .png/.pdf/.svg)")
     p.add_argument("--out", type=json_file, help="grid file to write (default: grids/MODEL-SOLVER-nfeN.json)")
     add_no_progress(p)
     p.set_defaults(func=run)
@@ -76,5 +77,16 @@ def run(args) -> int:
     if grid_file.model_sigmas is not None:
         print("model sigmas: " + ", ".join(f"{s:.4g}" for s in grid_file.model_sigmas))
     print(f"{report.evaluations} sampler runs, {report.seconds:.0f} s; wrote {out}")
+    if args.plot:
+        from ..calibration.plot import plot_grids
+        from ..grids import make_grid
+
+        steps = grid_file.num_steps
+        grids = {f"calibrated ({method.value})": grid_file.sigmas}
+        for name in ("karras", "logsnr"):
+            grids[name] = make_grid(name, steps, process, sigma_min=target.sigma_min, sigma_max=target.sigma_max)
+        shifted = {next(iter(grids)): grid_file.model_sigmas} if grid_file.model_sigmas else None
+        title = f"{label}: {solver.describe()} at {report.nfe} NFE"
+        print(f"wrote {plot_grids(grids, args.plot, title, shifted)}")
     print(f"use it with --grid {out} (solver {solver.describe()}, {report.nfe} NFE)")
     return 0

@@ -39,6 +39,7 @@ import pydantic
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..grids import GridFile, is_grid_file
 from ..metrics.registry import Needs, default_metrics, metrics_for
 from ..problems import CONDITIONAL_PROBLEMS, PROBLEMS
 from ..processes import Process, make_process
@@ -180,7 +181,11 @@ class ExperimentConfig:
             for spec in st.solvers:
                 solver_from_spec(spec)
             for sched in st.schedules:
-                if sched != "base":
+                if is_grid_file(sched):  # a grid file (samplerlab calibrate): its levels as they are
+                    GridFile.read(sched)
+                    if any(Transform.parse(tr).kind is not TransformKind.NONE for tr in st.transforms):
+                        raise ValueError(f"study {st.name!r}: the grid file {sched} takes no transforms")
+                elif sched != "base":
                     SHAPES.get(sched)
             for tr in st.transforms:
                 Transform.parse(tr)
@@ -316,7 +321,7 @@ def process_for(cell: Cell, base: Process) -> tuple[Process, Transform]:
     """The process a cell samples (``base`` with its schedule shape and steepness) and its transform."""
     tr = Transform.parse(cell.transform)
     steep = tr.value if tr.kind is TransformKind.STEEPNESS else 1.0
-    if cell.schedule == "base" and steep == 1.0:
+    if is_grid_file(cell.schedule) or (cell.schedule == "base" and steep == 1.0):
         return base, tr
     shape = base.name if cell.schedule == "base" else cell.schedule
     if shape not in SHAPES:

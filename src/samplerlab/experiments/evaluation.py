@@ -14,6 +14,7 @@ import time
 import torch
 from torch import Tensor
 
+from ..denoisers import LevelShift
 from ..metrics import reference_ode_solution, sliced_wasserstein2
 from ..noise import SampleNoise
 from ..problems import make_conditional_problem, make_problem
@@ -68,13 +69,15 @@ class AnalyticEvaluation:
             "exact posterior mean": self.score(self.posterior.mean(), None),
         }
 
-    def run(self, process: Process, grid: Tensor, solver) -> dict:
-        """Sample every seed down ``grid`` and score the samples."""
+    def run(self, process: Process, grid: Tensor, solver, model_sigmas=None) -> dict:
+        """Sample every seed down ``grid`` and score the samples (``model_sigmas``: a calibrated grid file's
+        model levels, ``denoisers.LevelShift``)."""
         noise = SampleNoise(self.seeds, dtype=self.dtype)
         x_T = prior_sample(process, float(grid[0]), noise, (self.dim,))
         start = time.perf_counter()
+        denoiser = self.denoiser if model_sigmas is None else LevelShift(self.denoiser, grid, model_sigmas)
         result = sample(
-            self.denoiser,
+            denoiser,
             x_T,
             grid,
             solver,

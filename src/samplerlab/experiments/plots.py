@@ -66,7 +66,11 @@ def plot_study_schedules(config, cells, done, out_dir: Path) -> list[Path]:
             if c.study != study or c.config_label in seen or c.key not in done or "sigmas" not in done[c.key]:
                 continue
             # the largest step count of this configuration shows its steps best
-            same = [d for d in cells if d.study == study and d.config_label == c.config_label and d.key in done]
+            same = [
+                d
+                for d in cells
+                if d.study == study and d.config_label == c.config_label and "sigmas" in done.get(d.key, {})
+            ]  # skipped cells (a budget a solver or a grid file cannot meet) have none
             last = max(same, key=lambda d: d.steps or d.nfe_budget or 0)
             process, _ = process_for(c, base)
             entries.append((c.config_label.split(" / ", 1)[1], process, done[last.key]["sigmas"]))

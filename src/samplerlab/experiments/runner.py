@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..distributed import barrier, rank_and_world
-from ..grids import time_steps
+from ..grids import GridFile, is_grid_file, time_steps
 from ..io import atomic_write_text
 from ..processes import make_process
 from ..solvers import solver_from_spec
@@ -40,6 +40,13 @@ def run_cell(cell: Cell, evaluation: "AnalyticEvaluation | SpeechEvaluation") ->
     steps = cell.steps if cell.steps is not None else solver.steps_for_nfe(cell.nfe_budget)
     if steps is None:
         return {"skipped": f"{cell.solver} cannot run within {cell.nfe_budget} NFE"}
+    if is_grid_file(cell.schedule):
+        grid_file = GridFile.read(cell.schedule)
+        if grid_file.num_steps != steps:
+            return {"skipped": f"the grid file {cell.schedule} has {grid_file.num_steps} steps, not {steps}"}
+        grid = grid_file.tensor(process)
+        result = evaluation.run(process, grid, solver, model_sigmas=grid_file.model_sigmas)
+        return {"steps": steps, "sigmas": grid.tolist(), **result}
     grid = time_steps(
         steps,
         process,

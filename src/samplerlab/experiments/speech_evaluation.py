@@ -11,6 +11,7 @@ import time
 import torch
 from torch import Tensor
 
+from ..denoisers import LevelShift
 from ..metrics.speech import check_metrics, min_samples_for, speech_metrics
 from ..processes import Process
 from .config import ExperimentConfig
@@ -59,15 +60,16 @@ class SpeechEvaluation:
             f"{self.config.prior} Gaussian prior's posterior mean (Wiener)": self._score_all(wiener),
         }
 
-    def run(self, process: Process, grid: Tensor, solver) -> dict:
+    def run(self, process: Process, grid: Tensor, solver, model_sigmas=None) -> dict:
         from ..speech.enhance import enhance
 
         start = time.perf_counter()
         m = self.model
+        denoiser = m.denoiser if model_sigmas is None else LevelShift(m.denoiser, grid, model_sigmas)
         outs = [
             enhance(
                 noisy,
-                m.denoiser,
+                denoiser,
                 solver,
                 grid=grid,
                 process=process,
