@@ -220,6 +220,18 @@ def test_train_sample_eval_commands(tmp_path, capsys, monkeypatch):
     assert len(rows) == 8 and all(r["fd"] is None or r["fd"] > 0 for r in rows)
     assert [r["steps"] for r in rows if r["solver"] == "heun" and r["nfe_budget"] == 3] == [2, 2]
     assert list(cache.glob("classifier-*.safetensors")) and list(cache.glob("reference-*.npz"))
+    assert all(r["fd"] is None or r["fd_interval"][0] <= r["fd"] * 1.5 and r["fd_interval"][1] >= r["fd"] * 0.5
+               for r in rows)
+
+    # a grid calibrated to this (class-conditional) network, then evaluated with FD and its interval
+    grid = tmp_path / "digits-euler-3.json"
+    assert main(["calibrate", "--checkpoint", str(run), "--solver", "euler", "--nfe", "3", "--fit-samples", "8",
+                 "--test-samples", "16", "--max-evaluations", "12", "--out", str(grid), "--no-progress"]) == 0
+    assert "calibrated: RMS to teacher" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(run), "--solvers", "euler", "--nfe", "3,5", "--grid", str(grid),
+                 "--samples", "40", "--cache", str(cache), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| euler | 3 | 3 | 3 | 1 |" in out and "| euler | 5 | - |" in out and "FD 95 % interval" in out
 
     assert main(["likelihood", "--checkpoint", str(run), "--samples", "3", "--rtol", "1e-3", "--probes", "2"]) == 0
     out = capsys.readouterr().out

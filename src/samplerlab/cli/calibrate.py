@@ -44,7 +44,14 @@ def run(args) -> int:
         from ..training import load_checkpoint
 
         model, meta = load_checkpoint(args.checkpoint)
-        target = Target(model, process, tuple(meta["shape"]), dtype=torch.float32)
+        cond = None
+        if meta.get("num_classes"):  # one class per seed, as samplerlab eval draws them
+            from ..experiments.image_eval import random_labels
+
+            def cond(seeds, classes=meta["num_classes"]):
+                return {"class_labels": random_labels(list(seeds), classes)}
+
+        target = Target(model, process, tuple(meta["shape"]), dtype=torch.float32, cond=cond)
         label = Path(args.checkpoint).name
     else:
         from ..problems import make_problem

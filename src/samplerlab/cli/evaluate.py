@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--nfe", type=int_list, help="NFE budgets (default: 5,10,20,35)")
     p.add_argument("--cfg", type=float_list, help="guidance scales (default: 1)")
+    p.add_argument("--grid", help="a grid file (samplerlab calibrate) instead of Karras's grid (default: karras)")
     p.add_argument("--samples", type=sample_count, help="samples per cell (default: as many as held-out images)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument(
@@ -54,6 +55,7 @@ def run(args) -> int:
         features=args.features,
         cache=args.cache,
         progress=not args.no_progress,
+        grid=args.grid,
     )
     if rank() != 0:
         return 0
