@@ -67,3 +67,15 @@ def test_unknown_variable_names_the_choices():
 
     with pytest.raises(ValueError, match="log-sigma, inv-sigma"):
         make_solver("dopri5", variable="sigma")
+
+
+def test_the_step_to_zero_reuses_the_last_stage():
+    """FSAL: the last stage of the last step evaluated D at the state and level the step to 0 starts from;
+    that step costs no model call and returns exactly that D."""
+    model = make_problem("gmm64").model
+    x = SampleNoise(range(16), dtype=torch.float64).randn(model.dim) * 80.0
+    solver = make_solver("dopri5", rtol=0.1, atol=0.01)
+    to_zero = sample(model, x, karras(2, EDM()), solver, process=EDM())
+    to_min = sample(model, x, karras(2, EDM())[:-1], solver, process=EDM())
+    assert to_zero.nfe == to_min.nfe
+    assert torch.allclose(to_zero.x, model(to_min.x, torch.tensor(0.002, dtype=torch.float64)), rtol=0, atol=1e-12)
