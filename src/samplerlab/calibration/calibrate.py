@@ -180,20 +180,33 @@ def calibrate(
             val = score(run_sampler(target, validation, solver, found.grid), validation)
             learned = LearnedSampler(found.grid, None, val, baseline_val, dp_evaluations(steps, dp_candidates))
         else:
-            key = f"{fingerprint(target.denoiser)}|{solver.describe()}|{steps}|{method.value}|{seeds.describe()}"
-            learned = learn(
-                target,
-                solver,
-                steps,
-                method,
-                fit,
-                validation,
-                baseline_grid,
-                max_evaluations=max_evaluations,
-                state_path=state_path,
-                state_key=key,
-                progress=bar,
-            )
+            key = f"{fingerprint(target.denoiser)}|{solver.describe()}|{steps}|{seeds.describe()}"
+            # the levels first; with shifts, the shifts then start from the fitted levels (fitting both at once
+            # from the built-in grid converges less well: more parameters for Nelder-Mead's simplex)
+            stages = [(CalibrationMethod.GRID, max_evaluations)]
+            if method is CalibrationMethod.GRID_SHIFT:
+                stages = [
+                    (CalibrationMethod.GRID, max_evaluations // 2),
+                    (CalibrationMethod.GRID_SHIFT, max_evaluations - max_evaluations // 2),
+                ]
+            start, learned, used = baseline_grid, None, 0
+            for stage, budget in stages:
+                stage_state = None if state_path is None else Path(f"{state_path}.{stage.value}")
+                learned = learn(
+                    target,
+                    solver,
+                    steps,
+                    stage,
+                    fit,
+                    validation,
+                    start,
+                    max_evaluations=budget,
+                    state_path=stage_state,
+                    state_key=f"{key}|{stage.value}",
+                    progress=bar,
+                )
+                start, used = learned.grid, used + learned.evaluations
+            learned.evaluations, learned.initial_validation = used, baseline_val
     finally:
         if bar is not None:
             bar.close()

@@ -78,7 +78,8 @@ def run(args) -> int:
         progress=not args.no_progress,
     )
     grid_file.write(out)
-    state.unlink(missing_ok=True)
+    for done in out.parent.glob(f".{out.name}.state*"):  # the fit's resumable state, no longer needed
+        done.unlink(missing_ok=True)
     print("\n".join(report.lines()))
     print("sigmas:       " + ", ".join(f"{s:.4g}" for s in grid_file.sigmas))
     if grid_file.model_sigmas is not None:
