@@ -94,7 +94,7 @@ def run(args) -> int:
         for name in ("karras", "logsnr"):
             grids[name] = make_grid(name, steps, process, sigma_min=target.sigma_min, sigma_max=target.sigma_max)
         shifted = {next(iter(grids)): grid_file.model_sigmas} if grid_file.model_sigmas else None
-        title = f"{label}: {solver.describe()} at {report.nfe} NFE"
+        title = f"{label}: {args.solver} at {report.nfe} NFE ({method.value})"
         print(f"wrote {plot_grids(grids, args.plot, title, shifted)}")
     print(f"use it with --grid {out} (solver {solver.describe()}, {report.nfe} NFE)")
     return 0

@@ -68,7 +68,7 @@ class ImageEvalRow:
     nfe: int | None
     guidance: float
     fd: float | None
-    fd_interval: tuple[float, float] | None  # 95 % percentile bootstrap over the generated samples
+    fd_interval: tuple[float, float] | None  # 95 %, across sample sets of this size (ReferenceStats.frechet_interval)
     precision: float | None
     recall: float | None
     class_accuracy: float | None
@@ -263,8 +263,8 @@ def format_image_eval(rows: list[ImageEvalRow], ref: ReferenceStats) -> str:
         )
     lines += [
         "",
-        "FD 95 % interval: percentile bootstrap over the generated samples (200 resamples); FDs whose intervals "
-        "overlap are not told apart at this sample count.",
+        "FD 95 % interval: FD +- 1.96 standard deviations across sample sets of this size (estimated from 200 "
+        "half-samples); FDs whose intervals overlap are not told apart at this sample count.",
     ]
     if any(r.guidance != 1.0 for r in rows):
         lines += [
