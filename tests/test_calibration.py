@@ -280,3 +280,56 @@ def test_a_conditional_ouve_model_is_calibrated_with_its_conditioning(tmp_path, 
         "steps = [5, 6]", 'steps = [5]\ntransforms = ["offset=0.8"]'))
     assert main(["run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "run2"), "--no-progress"]) == 2
     assert "takes no transforms" in capsys.readouterr().err
+
+
+# --- solver coefficients (S4S-style), on top of the grid and shifts -----------------------------------------
+
+
+def test_dpm_solver_pp_coefficients_move_weight_between_its_two_outputs():
+    """A coefficient delta_i adds to 2M's 1 / (2r) in step i: the weights of D_i and D_{i-1} change by
+    +-w delta_i, their sum (consistency) does not; zeros are the published solver, bit for bit."""
+    from samplerlab.solvers.base import StepContext
+
+    model = make_problem("gauss16").model
+    grid = karras(6, EDM())
+    x = SampleNoise(range(4), dtype=torch.float64).randn(16) * 80.0
+    plain = make_solver("dpm-solver++")
+    zeros = make_solver("dpm-solver++", coefficients=(0.0,) * 6)
+    assert torch.equal(sample(model, x, grid, plain).x, sample(model, x, grid, zeros).x)
+    delta = (0.0, 0.3, -0.2, 0.1, 0.0, 0.0)
+    tuned = make_solver("dpm-solver++", coefficients=delta)
+    ctx = StepContext(model, EDM(), grid)
+    for i in range(1, 5):
+        (a0, w0), (a1, w1) = plain._step_weights(ctx, i), tuned._step_weights(ctx, i)
+        assert a0 == a1 and sum(w0) == pytest.approx(sum(w1), rel=1e-12)
+        phi = sum(w0)  # the phi_1 weight w of the step
+        assert w1[-1] - w0[-1] == pytest.approx(phi * delta[i]) and w1[0] - w0[0] == pytest.approx(-phi * delta[i])
+    with pytest.raises(ValueError, match="6 coefficients for a grid of 4 steps"):
+        sample(model, x, karras(4, EDM()), tuned)
+    with pytest.raises(ValueError, match="2M"):
+        make_solver("dpm-solver++", order=3, coefficients=(0.0,) * 6)
+    with pytest.raises(ValueError, match="finite numbers"):
+        make_solver("dpm-solver++:coefficients=abc")
+
+
+def test_calibrated_coefficients_travel_in_the_grid_file(tmp_path, capsys):
+    target = _ring_target()
+    grid_file, report = calibrate(target, "dpm-solver++", 5, method="grid+shift+coefficients", seeds=SMALL,
+                                  max_evaluations=300)
+    assert grid_file.solver_coefficients is not None and len(grid_file.solver_coefficients) == 5
+    assert report.rms_ratio < 0.5 and not report.distribution_worse, report.lines()
+    path = grid_file.write(tmp_path / "c.json")
+    again = GridFile.read(path)
+    assert again == grid_file
+    solver = again.configure(make_solver("dpm-solver++"))
+    assert solver.coefficients == grid_file.solver_coefficients
+    with pytest.raises(GridError, match="coefficients are for dpm-solver\\+\\+"):
+        again.configure(make_solver("dpm-solver++", lower_order_final=False))
+    test = solve_teacher(target, SMALL.test)
+    out = sample(LevelShift(target.denoiser, again.tensor(), again.model_sigmas), test.x_T, again.tensor(), solver).x
+    assert float((out - test.x_0).pow(2).mean().sqrt()) == pytest.approx(report.calibrated_test.rms, rel=1e-9)
+    assert main(["bench", "--problems", "ring", "--samples", "64", "--grid", str(path), "--solvers",
+                 "dpm-solver++,ipndm", "--nfe", "5", "--no-progress"]) == 0
+    assert "coefficients are for dpm-solver++" in capsys.readouterr().out  # ipndm's cell is skipped
+    with pytest.raises(ValueError, match="no coefficients to calibrate"):
+        calibrate(target, "ipndm", 5, method="grid+shift+coefficients", seeds=SMALL)

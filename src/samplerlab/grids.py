@@ -238,6 +238,7 @@ class GridFile:
     sigmas: tuple[float, ...]
     model_sigmas: tuple[float, ...] | None = None
     provenance: dict = field(default_factory=dict)
+    solver_coefficients: tuple[float, ...] | None = None  # calibrated solver coefficients (``configure``)
 
     def __post_init__(self):
         validate_grid(self.sigmas)
@@ -249,10 +250,39 @@ class GridFile:
                     f"model_sigmas must be {positive} finite positive levels (one per positive grid level), "
                     f"got {list(self.model_sigmas)}"
                 )
+        if self.solver_coefficients is not None:
+            c = torch.as_tensor(self.solver_coefficients, dtype=torch.float64)
+            if len(c) != self.num_steps or not bool(torch.isfinite(c).all()):
+                raise GridError(
+                    f"solver_coefficients must be {self.num_steps} finite numbers (one per step), "
+                    f"got {list(self.solver_coefficients)}"
+                )
 
     @property
     def num_steps(self) -> int:
         return len(self.sigmas) - 1
+
+    def misfit(self, solver, steps: int | None) -> str | None:
+        """Why this file cannot serve ``solver`` at ``steps`` steps (None: it can)."""
+        if steps is not None and steps != self.num_steps:
+            return f"the grid file has {self.num_steps} steps; {solver.name} takes {steps}"
+        if self.solver_coefficients is not None and solver.describe() != self.provenance.get("solver"):
+            return f"the grid file's solver coefficients are for {self.provenance.get('solver')}"
+        return None
+
+    def configure(self, solver):
+        """``solver`` with the file's calibrated coefficients, if it has any (they belong to the solver the file
+        was made for, ``provenance["solver"]``: another solver is refused by name); else ``solver`` itself."""
+        if self.solver_coefficients is None:
+            return solver
+        made_for = self.provenance.get("solver")
+        if solver.describe() != made_for:
+            raise GridError(
+                f"this grid file's solver coefficients are for {made_for}, not {solver.describe()}: use that solver"
+            )
+        import dataclasses
+
+        return dataclasses.replace(solver, coefficients=self.solver_coefficients)
 
     def tensor(self, process: Process | None = None) -> Tensor:
         return validate_grid(self.sigmas, process)
@@ -261,6 +291,8 @@ class GridFile:
         payload = {"format": GRID_FILE_FORMAT, "sigmas": list(self.sigmas), "num_steps": self.num_steps}
         if self.model_sigmas is not None:
             payload["model_sigmas"] = list(self.model_sigmas)
+        if self.solver_coefficients is not None:
+            payload["solver_coefficients"] = list(self.solver_coefficients)
         return json.dumps({**payload, "provenance": self.provenance}, indent=2) + "\n"
 
     def write(self, path) -> Path:
@@ -288,14 +320,15 @@ class GridFile:
                 f"{GRID_FILE_FORMAT}: upgrade samplerlab"
             )
         # files of samplerlab 0.2 kept their provenance at the top level
-        known = {"format", "sigmas", "model_sigmas", "num_steps", "provenance"}
+        known = {"format", "sigmas", "model_sigmas", "num_steps", "provenance", "solver_coefficients"}
         provenance = payload.get("provenance") or {k: v for k, v in payload.items() if k not in known}
         try:
-            model = payload.get("model_sigmas")
+            model, coefficients = payload.get("model_sigmas"), payload.get("solver_coefficients")
             return cls(
                 tuple(float(v) for v in payload["sigmas"]),
                 None if model is None else tuple(float(v) for v in model),
                 dict(provenance),
+                None if coefficients is None else tuple(float(v) for v in coefficients),
             )
         except GridError as err:
             raise GridError(f"grid file {path}: {err}") from None

@@ -162,6 +162,14 @@ def calibrate(
 
     if method is CalibrationMethod.DP:
         check_dp_limits(steps, dp_candidates)  # before any work
+    if method is CalibrationMethod.GRID_SHIFT_COEFFICIENTS:
+        try:
+            dataclasses.replace(solver, coefficients=(0.0,) * steps)
+        except TypeError:
+            raise ValueError(
+                f"{solver.describe()} has no coefficients to calibrate; dpm-solver++ and dpm-solver:multistep=true "
+                "(order 2) have"
+            ) from None
     if teachers is None:
         teachers = tuple(solve_teacher(target, s, teacher_rtol) for s in (seeds.fit, seeds.validation, seeds.test))
     fit, validation, test = teachers
@@ -183,14 +191,14 @@ def calibrate(
             key = f"{fingerprint(target.denoiser)}|{solver.describe()}|{steps}|{seeds.describe()}"
             # the levels first; with shifts, the shifts then start from the fitted levels (fitting both at once
             # from the built-in grid converges less well: more parameters for Nelder-Mead's simplex)
-            stages = [(CalibrationMethod.GRID, max_evaluations)]
-            if method is CalibrationMethod.GRID_SHIFT:
-                stages = [
-                    (CalibrationMethod.GRID, max_evaluations // 2),
-                    (CalibrationMethod.GRID_SHIFT, max_evaluations - max_evaluations // 2),
-                ]
-            start, learned, used = baseline_grid, None, 0
-            for stage, budget in stages:
+            stages = {
+                CalibrationMethod.GRID: [CalibrationMethod.GRID],
+                CalibrationMethod.GRID_SHIFT: [CalibrationMethod.GRID, CalibrationMethod.GRID_SHIFT],
+                CalibrationMethod.GRID_SHIFT_COEFFICIENTS: list(CalibrationMethod)[1:],
+            }[method]
+            start, shifts, learned, used = baseline_grid, None, None, 0
+            for k, stage in enumerate(stages):
+                budget = (max_evaluations - used) // (len(stages) - k)
                 stage_state = None if state_path is None else Path(f"{state_path}.{stage.value}")
                 learned = learn(
                     target,
@@ -200,24 +208,28 @@ def calibrate(
                     fit,
                     validation,
                     start,
+                    initial_shifts=shifts,
                     max_evaluations=budget,
                     state_path=stage_state,
                     state_key=f"{key}|{stage.value}",
                     progress=bar,
                 )
-                start, used = learned.grid, used + learned.evaluations
+                start, shifts, used = learned.grid, learned.model_sigmas, used + learned.evaluations
             learned.evaluations, learned.initial_validation = used, baseline_val
     finally:
         if bar is not None:
             bar.close()
 
     baseline_samples = run_sampler(target, test, solver, baseline_grid)
-    calibrated_samples = run_sampler(target, test, solver, learned.grid, learned.model_sigmas)
+    calibrated = (
+        solver if learned.coefficients is None else dataclasses.replace(solver, coefficients=learned.coefficients)
+    )
+    calibrated_samples = run_sampler(target, test, calibrated, learned.grid, learned.model_sigmas)
     gaps = (None, None)
     if exact is not None:
         truth = exact.sample(len(seeds.test), torch.Generator().manual_seed(1))
         gaps = tuple(nll_gap(exact, s.reshape(s.shape[0], -1), truth) for s in (baseline_samples, calibrated_samples))
-    counted = _counted_nfe(target, test, solver, learned)
+    counted = _counted_nfe(target, test, calibrated, learned)
     report = CalibrationReport(
         solver.describe(),
         counted,
@@ -251,6 +263,7 @@ def calibrate(
             "baseline": baseline,
             "report": report.to_dict(),
         },
+        learned.coefficients,
     )
     return grid_file, report
 

@@ -23,6 +23,7 @@ only wins by collapsing samples toward their mean, the failure of trajectory-err
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
@@ -50,6 +51,8 @@ class CalibrationMethod(enum.Enum):
     DP = "dp"  # the levels by dynamic programming over candidates, scored by the solver's steps (``dp``)
     GRID = "grid"  # the levels only, fitted to the teacher's end points
     GRID_SHIFT = "grid+shift"  # the levels and the level the model sees at each (one log-offset per level)
+    # and then the solver's own coefficients (S4S-style; solvers with a ``coefficients`` field: DPM-Solver(++) 2M)
+    GRID_SHIFT_COEFFICIENTS = "grid+shift+coefficients"
 
     @classmethod
     def parse(cls, value) -> "CalibrationMethod":
@@ -120,6 +123,7 @@ class LearnedSampler:
     initial_validation: Scores
     evaluations: int
     trace: list[dict] = field(default_factory=list)  # validation checks: evaluations, fit loss, scores
+    coefficients: tuple[float, ...] | None = None  # the solver's calibrated coefficients (S4S-style stage)
 
 
 class _Stop(Exception):
@@ -135,6 +139,7 @@ def learn(
     validation: TeacherSet,
     initial_grid: Tensor,
     *,
+    initial_shifts: list[float] | None = None,
     max_evaluations: int = 1500,
     check_every: int = 50,
     patience: int = 8,
@@ -143,26 +148,42 @@ def learn(
     state_key: str = "",
     progress=None,
 ) -> LearnedSampler:
-    """Fit the grid (and shifts) from ``initial_grid``; ``state_path`` makes the run resumable: the best
-    parameters so far are written there (atomically) at every validation check, and a run with the same
-    ``state_key`` starts from them with the evaluations it has left."""
+    """Fit from ``initial_grid`` (and ``initial_shifts``, the levels its model sees): GRID the levels, GRID_SHIFT
+    the levels and one log-offset per positive level, GRID_SHIFT_COEFFICIENTS the solver's ``coefficients``
+    alone (one per step, from 0: the solver as published), with the grid and shifts held. ``state_path``
+    makes the run resumable: the best parameters so far are written there (atomically) at every validation
+    check, and a run with the same ``state_key`` starts from them with the evaluations it has left."""
     params = GridParameters(float(initial_grid[0]), target.sigma_min, steps)
     n_grid = params.free_levels
     shifted = method is CalibrationMethod.GRID_SHIFT
-    theta0 = params.theta_of(initial_grid)
-    if shifted:
-        theta0 = np.concatenate([theta0, np.zeros(steps)])  # one offset per positive level
+    coefficients = method is CalibrationMethod.GRID_SHIFT_COEFFICIENTS
+    if coefficients and not hasattr(solver, "coefficients"):
+        raise ValueError(f"{solver.describe()} has no coefficients to calibrate; DPM-Solver(++) 2M has")
+    if coefficients:
+        theta0 = np.zeros(steps)
+    else:
+        theta0 = params.theta_of(initial_grid)
+        if shifted:
+            start = (
+                np.zeros(steps)
+                if initial_shifts is None
+                else np.log(np.asarray(initial_shifts, dtype=np.float64) / initial_grid[:-1].numpy())
+            )
+            theta0 = np.concatenate([theta0, start])  # one offset per positive level
 
     def decode(theta):
+        """(grid, model levels or None, solver) of a parameter vector."""
+        if coefficients:
+            return initial_grid, initial_shifts, dataclasses.replace(solver, coefficients=tuple(theta.tolist()))
         grid = params.grid(theta[:n_grid])
         shifts = None
         if shifted:
             shifts = (grid[:-1] * torch.exp(torch.as_tensor(theta[n_grid:], dtype=torch.float64))).tolist()
-        return grid, shifts
+        return grid, shifts, solver
 
     def scores_on(teacher, theta):
-        grid, shifts = decode(theta)
-        return score(run_sampler(target, teacher, solver, grid, shifts), teacher)
+        grid, shifts, run_solver = decode(theta)
+        return score(run_sampler(target, teacher, run_solver, grid, shifts), teacher)
 
     initial = scores_on(validation, theta0)
     state = {
@@ -209,8 +230,8 @@ def learn(
             raise _Stop
 
     def objective(theta):
-        grid, shifts = decode(theta)
-        out = run_sampler(target, fit, solver, grid, shifts)
+        grid, shifts, run_solver = decode(theta)
+        out = run_sampler(target, fit, run_solver, grid, shifts)
         loss = float((out.to(torch.float64) - fit.x_0.to(torch.float64)).pow(2).mean().sqrt())
         loss = loss if math.isfinite(loss) else math.inf
         state["evaluations"] += 1
@@ -238,7 +259,13 @@ def learn(
                 break
     except _Stop:
         pass
-    grid, shifts = decode(np.array(state["best_theta"]))
+    grid, shifts, best_solver = decode(np.array(state["best_theta"]))
     return LearnedSampler(
-        grid, shifts, Scores(state["best_rms"], state["best_sw2"]), initial, state["evaluations"], state["trace"]
+        grid,
+        shifts,
+        Scores(state["best_rms"], state["best_sw2"]),
+        initial,
+        state["evaluations"],
+        state["trace"],
+        getattr(best_solver, "coefficients", None) if coefficients else None,
     )

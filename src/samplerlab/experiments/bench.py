@@ -316,15 +316,9 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
             continue
         for budget in config.nfes:
             steps = solver.steps_for_nfe(budget)
-            if steps is not None and grid_file is not None and steps != grid_file.num_steps:
-                rows.append(
-                    _skipped(
-                        problem.name,
-                        spec,
-                        budget,
-                        f"skipped: the grid file has {grid_file.num_steps} steps; {spec} takes {steps} at {budget} NFE",
-                    )
-                )
+            misfit = grid_file.misfit(solver, steps) if grid_file is not None and steps is not None else None
+            if misfit:
+                rows.append(_skipped(problem.name, spec, budget, f"skipped: {misfit} at {budget} NFE"))
             elif steps is None:
                 rows.append(
                     BenchRow(
@@ -348,7 +342,7 @@ def _bench_problem(problem: AnalyticProblem, config: BenchConfig, process, dtype
                     row, x = stored
                 else:
                     grid = make_grid(config.grid, steps, process, **config.grid_params)
-                    result = run(solver, grid)
+                    result = run(solver if grid_file is None else grid_file.configure(solver), grid)
                     note = "" if result.nfe == budget else f"{result.nfe} NFE: {budget} does not fit {spec}'s steps"
                     row, x = measured(spec, solver, budget, steps, grid, result, note), result.x
                     if store:

@@ -109,6 +109,7 @@ def sample_images(
         if grid_file.num_steps != steps:
             raise ValueError(f"the grid file {cfg.grid} has {grid_file.num_steps} steps, not {steps}")
         grid = grid_file.tensor(process)
+        solver = grid_file.configure(solver)
         if grid_file.model_sigmas is not None:
             denoiser = LevelShift(model, grid, grid_file.model_sigmas)
     else:
@@ -203,8 +204,8 @@ def evaluate_image_model(
     for g, spec, budget in cells:
         solver = solver_from_spec(spec)
         steps = solver.steps_for_nfe(budget)
-        if steps is not None and config.grid is not None and GridFile.read(config.grid).num_steps != steps:
-            steps = None  # the grid file is for another step count
+        if steps is not None and config.grid is not None and GridFile.read(config.grid).misfit(solver, steps):
+            steps = None  # the grid file is for another step count or solver
         if steps is None:
             row = ImageEvalRow(spec, budget, None, None, g, None, None, None, None, None, 0.0)
         else:

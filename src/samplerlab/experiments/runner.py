@@ -44,8 +44,11 @@ def run_cell(cell: Cell, evaluation: "AnalyticEvaluation | SpeechEvaluation") ->
         grid_file = GridFile.read(cell.schedule)
         if grid_file.num_steps != steps:
             return {"skipped": f"the grid file {cell.schedule} has {grid_file.num_steps} steps, not {steps}"}
+        misfit = grid_file.misfit(solver, steps)
+        if misfit:
+            return {"skipped": f"{cell.schedule}: {misfit}"}
         grid = grid_file.tensor(process)
-        result = evaluation.run(process, grid, solver, model_sigmas=grid_file.model_sigmas)
+        result = evaluation.run(process, grid, grid_file.configure(solver), model_sigmas=grid_file.model_sigmas)
         return {"steps": steps, "sigmas": grid.tolist(), **result}
     grid = time_steps(
         steps,

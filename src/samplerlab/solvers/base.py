@@ -254,7 +254,8 @@ class Solver(ABC):
                 raise ValueError(f"{self.name}: {f.name} must be in {span}, got {value!r}")
 
     def describe(self) -> str:
-        p = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        # unset optional parameters (None) are left out: "dpm-solver++(order=2, ...)" reads as before calibration
+        p = ", ".join(f"{k}={v}" for k, v in self.params().items() if v is not None)
         return f"{self.name}({p})" if p else self.name
 
 

@@ -163,6 +163,7 @@ class DPMSolver(HistorySolver):
     multistep: bool = False
     lower_order_final: bool = True
     final: str = "denoise"
+    coefficients: tuple[float, ...] | None = None  # calibrated 2M corrections, one per step (see _step_weights)
 
     name = "dpm-solver"
     output = ModelOutput.NOISE
@@ -172,6 +173,15 @@ class DPMSolver(HistorySolver):
         if self.order not in range(1, limit + 1):
             raise ValueError(f"{self.name} order must be 1, 2 or 3, got {self.order}")
         self._final = FinalStep.parse(self.final)
+        if self.coefficients is not None:
+            values = self.coefficients
+            if not isinstance(values, (tuple, list)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            ):
+                raise ValueError(f"{self.name}: coefficients must be a sequence of finite numbers, got {values!r}")
+            if not (self.multistep and self.order == 2):
+                raise ValueError(f"{self.name}: coefficients calibrate the multistep order-2 method (2M) only")
+            self.coefficients = tuple(float(v) for v in values)
 
     def final_update(self, ctx: StepContext, i, sigma, x_hat, x0, state: History):
         """``final="extrapolate"`` (multistep): lambda is infinite at sigma = 0, so the last step leaves the
@@ -205,12 +215,23 @@ class DPMSolver(HistorySolver):
         a, w = taylor_weights(self.output, sigma, sigma_next, p)
         lams = [lam(s) for s in sigmas]
         if p == 2:
-            # Lu et al. 2022b, Alg. 2 (2M): m0 + (1 / (2r)) (m0 - m_{-1}) with the phi_1 weight
+            # Lu et al. 2022b, Alg. 2 (2M): m0 + (1 / (2r)) (m0 - m_{-1}) with the phi_1 weight. Calibrated
+            # ``coefficients`` add delta_i to 1 / (2r): the step's two weights move, their sum (consistency)
+            # stays -- the one free coefficient of a consistent two-step combination, which is what S4S
+            # (Frankel et al. 2025) fits for each step of a multistep solver.
             r = (lams[-1] - lams[-2]) / h
-            newest_first = [w[0] * (1 + 1 / (2 * r)), -w[0] / (2 * r)]
+            c = 1 / (2 * r) + self._coefficient(ctx, i)
+            newest_first = [w[0] * (1 + c), -w[0] * c]
         else:  # 1: DDIM; 3: the third-order expansion with derivatives from backward differences
             newest_first = [float(c) for c in np.asarray(w) @ backward_weights(lams, h, p)]
         return a, [c * e for c, e in zip(newest_first[::-1], per_eps)]
+
+    def _coefficient(self, ctx: StepContext, i: int) -> float:
+        if self.coefficients is None:
+            return 0.0
+        if len(self.coefficients) != ctx.num_steps:
+            raise ValueError(f"{self.name}: {len(self.coefficients)} coefficients for a grid of {ctx.num_steps} steps")
+        return self.coefficients[i]
 
     @property
     def calls_per_step(self) -> int:  # type: ignore[override]
