@@ -17,7 +17,11 @@ def add_parser(sub) -> None:
     p.add_argument("--process", default="edm", help="process (default: edm)")
     p.add_argument("--solver", default="ipndm", help="deterministic solver spec (default: ipndm)")
     p.add_argument("--nfe", type=positive_int, default=5, help="NFE budget (default: 5)")
-    p.add_argument("--method", default="grid+shift", help="grid | grid+shift | grid+shift+coefficients (DPM-Solver++ 2M) | dp (default: grid+shift)")
+    p.add_argument(
+        "--method",
+        default="grid+shift",
+        help="grid | grid+shift | grid+shift+coefficients (DPM-Solver++ 2M) | dp (default: grid+shift)",
+    )
     p.add_argument("--fit-samples", type=positive_int, default=256, help="calibration seeds (default: 256)")
     p.add_argument("--test-samples", type=positive_int, default=1000, help="held-out test seeds (default: 1000)")
     p.add_argument(
