@@ -333,3 +333,37 @@ def test_calibrated_coefficients_travel_in_the_grid_file(tmp_path, capsys):
     assert "coefficients are for dpm-solver++" in capsys.readouterr().out  # ipndm's cell is skipped
     with pytest.raises(ValueError, match="no coefficients to calibrate"):
         calibrate(target, "ipndm", 5, method="grid+shift+coefficients", seeds=SMALL)
+
+
+def test_a_killed_calibration_resumes_from_its_best_point(tmp_path):
+    """SIGKILL once the fit has written its state; the same command then resumes: the runs already made count
+    against the budget, the kept validation error is no worse than the state's, and only the grid file stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["calibrate", "--problem", "ring", "--solver", "ipndm", "--nfe", "5", "--method", "grid", "--fit-samples",
+            "64", "--test-samples", "200", "--max-evaluations", "600", "--out", "g.json", "--no-progress"]
+    state = tmp_path / ".g.json.state.grid"
+    env = {**os.environ, "SAMPLERLAB_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "samplerlab.cli", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the calibration ended before its first validation check"
+    saved = json.loads(state.read_text())
+    assert 0 < saved["evaluations"] < 600
+    done = subprocess.run([sys.executable, "-m", "samplerlab.cli", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    runs = int(done.stdout.split(" sampler runs")[0].rsplit("\n", 1)[-1])
+    assert saved["evaluations"] < runs <= 600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json"]
+    report = GridFile.read(tmp_path / "g.json").provenance["report"]
+    assert report["calibrated_test"]["rms"] < report["baseline_test"]["rms"]
