@@ -9,7 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "remove_stale_temporaries", "TEMP_SUFFIX"]
+__all__ = ["atomic_path", "atomic_write_text", "remove_stale_temporaries", "TEMP_SUFFIX", "CheckpointError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file (samplerlab's own checkpoints and
+    the foreign ones the adapters read)."""
+
 
 TEMP_SUFFIX = ".tmp"  # atomic_path's temporaries are .NAME.<random>.tmp<suffix>
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp(\.[A-Za-z0-9]+)?$")

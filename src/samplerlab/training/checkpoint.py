@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..io import atomic_path, atomic_write_text
+from ..io import CheckpointError, atomic_path, atomic_write_text
 
 __all__ = ["CheckpointError", "FORMAT", "TENSORS_FILE", "META_FILE", "read_checkpoint", "write_checkpoint"]
 
@@ -28,10 +28,6 @@ TENSORS_FILE, META_FILE = "checkpoint.safetensors", "checkpoint.json"
 META_KEY = "samplerlab"  # the safetensors metadata entry holding the description
 MAX_HEADER_BYTES = 256 * 2**20  # a safetensors header claiming more is corrupt (ours are a few MB at most)
 REQUIRED = {"config": dict, "num_classes": int, "step": int}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message names the file."""
 
 
 def write_checkpoint(folder: Path, tensors: dict[str, Tensor], meta: dict) -> None:

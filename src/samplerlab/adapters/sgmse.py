@@ -1,0 +1,117 @@
+"""SGMSE+ checkpoints (Richter et al. 2023, "Speech enhancement and dereverberation with diffusion-based
+generative models"; Welker et al. 2022) read safely, in plain torch, without their training stack.
+
+What a published checkpoint is (read from the format, verified by the tests on files written the same way):
+a Lightning ``.ckpt`` written by ``torch.save``, a dict with
+
+- ``state_dict``: the ScoreModel's tensors; the score network's under ``dnn.`` (others, e.g. ``pesq_loss.``
+  of a PESQ-loss training run, are not the model's and are dropped);
+- ``ema``: the ``torch_ema`` state, ``shadow_params`` an *unnamed* list in the order of the network's
+  parameters (buffers are not in it; non-trainable parameters such as the Fourier-feature weight are);
+- ``hyper_parameters``: the model's constructor arguments (backbone and SDE names and their settings), with a
+  reference to the data-module *class* (``sgmse.data_module.SpecsDataModule``) and, in older files, inside a
+  Lightning ``AttributeDict`` -- which is why ``torch.load(weights_only=True)`` refuses such a file as it is.
+
+``read_sgmse_checkpoint`` loads it through ``safe_load.safe_torch_load`` with stand-ins for exactly those
+classes (a class reference becomes its name, an ``AttributeDict`` a dict); any other global is refused with
+an error naming the file and the global, and nothing is executed. The EMA list is given names by walking the
+``dnn.`` tensors in order and matching shapes (a buffer is skipped where a parameter's shape does not fit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import Tensor
+
+from ..io import CheckpointError
+from .safe_load import ClassReference, class_reference, safe_torch_load
+
+__all__ = ["SGMSE_STAND_INS", "SGMSECheckpoint", "read_sgmse_checkpoint"]
+
+# the classes an SGMSE+ checkpoint names, and what samplerlab reads in their place
+SGMSE_STAND_INS: dict[str, object] = {
+    "pytorch_lightning.utilities.parsing.AttributeDict": dict,
+    "lightning.fabric.utilities.data.AttributeDict": dict,
+    "lightning_fabric.utilities.data.AttributeDict": dict,
+    "sgmse.data_module.SpecsDataModule": class_reference("sgmse.data_module.SpecsDataModule"),
+}
+
+NETWORK_PREFIX = "dnn."
+
+
+@dataclass
+class SGMSECheckpoint:
+    """The parts of an SGMSE+ checkpoint a sampler needs, as plain data."""
+
+    path: Path
+    hyperparameters: dict  # class references replaced by their qualified names
+    weights: dict[str, Tensor]  # the network's tensors as trained (``dnn.`` stripped)
+    ema: dict[str, Tensor] | None  # the EMA of the network's parameters by name (None: the file has none)
+    extra: dict = field(default_factory=dict)  # epoch, global_step, Lightning version
+
+    @property
+    def backbone(self) -> str:
+        return str(self.hyperparameters.get("backbone", ""))
+
+    @property
+    def sde(self) -> str:
+        return str(self.hyperparameters.get("sde", ""))
+
+    def network_weights(self, use_ema: bool = True) -> dict[str, Tensor]:
+        """The network's state dict: the EMA parameters over the trained ones (buffers from the trained)."""
+        if not use_ema or self.ema is None:
+            return dict(self.weights)
+        return {**self.weights, **self.ema}
+
+
+def read_sgmse_checkpoint(path: str | Path) -> SGMSECheckpoint:
+    """Read an SGMSE+ ``.ckpt`` without executing anything (module docstring); every problem is a
+    ``CheckpointError`` naming the file."""
+    path = Path(path)
+    raw = safe_torch_load(path, SGMSE_STAND_INS)
+    if not isinstance(raw, dict) or not isinstance(raw.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not an SGMSE+ (Lightning) checkpoint: no 'state_dict'")
+    hyper = raw.get("hyper_parameters")
+    if not isinstance(hyper, dict) or "backbone" not in hyper:
+        raise CheckpointError(f"{path}: no 'hyper_parameters' with the backbone's name: not an SGMSE+ checkpoint")
+    weights = {
+        k[len(NETWORK_PREFIX) :]: v
+        for k, v in raw["state_dict"].items()
+        if isinstance(k, str) and k.startswith(NETWORK_PREFIX) and isinstance(v, Tensor)
+    }
+    if not weights:
+        raise CheckpointError(f"{path}: its state_dict holds no '{NETWORK_PREFIX}' tensors (the score network)")
+    extra = {k: raw[k] for k in ("epoch", "global_step", "pytorch-lightning_version") if k in raw}
+    return SGMSECheckpoint(path, _plain(hyper), weights, _named_ema(path, raw.get("ema"), weights), extra)
+
+
+def _plain(value):
+    """Hyperparameters as plain data: class references by name, containers recursively."""
+    if isinstance(value, type) and issubclass(value, ClassReference):
+        return value.qualified_name
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _named_ema(path: Path, ema, weights: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    if ema is None:
+        return None
+    shadow = ema.get("shadow_params") if isinstance(ema, dict) else None
+    if not isinstance(shadow, (list, tuple)) or not all(isinstance(t, Tensor) for t in shadow):
+        raise CheckpointError(f"{path}: its 'ema' has no list of tensors 'shadow_params'")
+    named, k = {}, 0
+    for name, tensor in weights.items():  # state-dict order: each module's parameters, then its buffers
+        if k < len(shadow) and shadow[k].shape == tensor.shape and tensor.is_floating_point():
+            named[name] = shadow[k].to(tensor.dtype)
+            k += 1
+    if k != len(shadow):
+        raise CheckpointError(
+            f"{path}: {len(shadow)} EMA parameters, but only {k} of the network's tensors match them in order "
+            "and shape: the EMA belongs to another network"
+        )
+    return named

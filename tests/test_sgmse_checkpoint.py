@@ -1,0 +1,154 @@
+"""SGMSE+ checkpoints read safely: files written the way SGMSE+'s Lightning training writes them (a dict with
+state_dict, the torch_ema state and hyperparameters that reference the data-module class, in an AttributeDict
+in older files) load in plain torch with nothing executed; a crafted pickle is refused by name and runs
+nothing; the EMA list gets its names."""
+
+import collections
+import os
+import pickle
+import sys
+import types
+import zipfile
+
+import pytest
+import torch
+
+from samplerlab.adapters.sgmse import read_sgmse_checkpoint
+from samplerlab.io import CheckpointError
+
+
+class _Upstream:
+    """Stand-ins for the upstream classes while writing, placed under their real module names, then removed:
+    reading must not need them."""
+
+    def __enter__(self):
+        class SpecsDataModule:
+            pass
+
+        class AttributeDict(dict):
+            pass
+
+        class Thing:
+            pass
+
+        self.names = {
+            "sgmse": None, "sgmse.data_module": {"SpecsDataModule": SpecsDataModule, "Thing": Thing},
+            "pytorch_lightning": None, "pytorch_lightning.utilities": None,
+            "pytorch_lightning.utilities.parsing": {"AttributeDict": AttributeDict},
+        }
+        for name, members in self.names.items():
+            module = types.ModuleType(name)
+            for attr, cls in (members or {}).items():
+                cls.__module__, cls.__qualname__ = name, attr
+                setattr(module, attr, cls)
+            sys.modules[name] = module
+        return types.SimpleNamespace(SpecsDataModule=SpecsDataModule, AttributeDict=AttributeDict, Thing=Thing)
+
+    def __exit__(self, *exc):
+        for name in self.names:
+            sys.modules.pop(name, None)
+
+
+def _network():
+    """A small module tree with a buffer between parameters and a non-trainable parameter (as NCSN++'s
+    Fourier features)."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 4))
+    net.register_parameter("W", torch.nn.Parameter(torch.randn(4), requires_grad=False))
+    return net
+
+
+def _write(path, attribute_dict=False, ema=True):
+    torch.manual_seed(0)
+    net = _network()
+    state = collections.OrderedDict((f"dnn.{k}", v) for k, v in net.state_dict().items())
+    state["pesq_loss.weight"] = torch.ones(2)
+    with _Upstream() as up:
+        hyper = dict(backbone="ncsnpp", sde="ouve", theta=1.5, sigma_min=0.05, sigma_max=0.5, N=30,
+                     data_module_cls=up.SpecsDataModule)
+        if attribute_dict:  # older files: Lightning's AttributeDict
+            hyper = up.AttributeDict(hyper)
+        checkpoint = {"state_dict": state, "hyper_parameters": hyper, "epoch": 7, "global_step": 1234,
+                      "pytorch-lightning_version": "1.9.5"}
+        if ema:
+            shadow = [p.detach() + 0.5 for p in net.parameters()]  # the EMA differs from the live weights
+            checkpoint["ema"] = {"decay": 0.999, "num_updates": 1234, "shadow_params": shadow, "collected_params": None}
+        torch.save(checkpoint, path)
+    return net
+
+
+@pytest.mark.parametrize("attribute_dict", [False, True])
+def test_an_upstream_checkpoint_reads_as_plain_data(tmp_path, attribute_dict):
+    net = _write(tmp_path / "m.ckpt", attribute_dict)
+    ck = read_sgmse_checkpoint(tmp_path / "m.ckpt")
+    assert ck.backbone == "ncsnpp" and ck.sde == "ouve" and ck.hyperparameters["theta"] == 1.5
+    assert ck.hyperparameters["data_module_cls"] == "sgmse.data_module.SpecsDataModule"
+    assert type(ck.hyperparameters) is dict and ck.extra == {"epoch": 7, "global_step": 1234,
+                                                            "pytorch-lightning_version": "1.9.5"}
+    live = net.state_dict()
+    assert set(ck.weights) == set(live) and "pesq_loss.weight" not in ck.weights
+    named = dict(net.named_parameters())
+    assert set(ck.ema) == set(named)  # the buffers (BatchNorm's running statistics) are not in the EMA
+    for name, p in named.items():
+        assert torch.equal(ck.ema[name], p.detach() + 0.5)
+    weights = ck.network_weights()
+    assert torch.equal(weights["W"], named["W"].detach() + 0.5)  # the non-trainable parameter is averaged too
+    assert torch.equal(weights["1.running_mean"], live["1.running_mean"])
+    assert torch.equal(ck.network_weights(use_ema=False)["0.weight"], live["0.weight"])
+
+
+def test_a_checkpoint_without_ema_uses_the_trained_weights(tmp_path):
+    _write(tmp_path / "m.ckpt", ema=False)
+    ck = read_sgmse_checkpoint(tmp_path / "m.ckpt")
+    assert ck.ema is None and ck.network_weights() == ck.weights
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    exploit = _Exploit()
+    exploit.marker = marker
+    torch.save({"state_dict": {}, "hyper_parameters": {"backbone": exploit}}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt: refers to (posix|os|nt)\.system"):
+        read_sgmse_checkpoint(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+
+
+def test_an_unexpected_class_is_named(tmp_path):
+    with _Upstream() as up:
+        torch.save({"state_dict": {}, "hyper_parameters": {"backbone": "ncsnpp", "x": up.Thing}}, tmp_path / "t.ckpt")
+    with pytest.raises(CheckpointError, match=r"t\.ckpt: refers to sgmse\.data_module\.Thing.*nothing was executed"):
+        read_sgmse_checkpoint(tmp_path / "t.ckpt")
+
+
+@pytest.mark.parametrize("label, make, message", [
+    ("random bytes", lambda p: p.write_bytes(bytes(range(256)) * 4), "not a torch checkpoint"),
+    ("empty", lambda p: p.write_bytes(b""), "not a torch checkpoint"),
+    ("a plain pickle", lambda p: p.write_bytes(pickle.dumps({"a": 1})), "not a torch checkpoint"),
+    ("missing", lambda p: None, "no such checkpoint file"),
+    ("a tensor", lambda p: torch.save(torch.ones(2), p), "no 'state_dict'"),
+    ("no hyperparameters", lambda p: torch.save({"state_dict": {"dnn.a": torch.ones(1)}}, p), "hyper_parameters"),
+    ("no network", lambda p: torch.save({"state_dict": {"x": torch.ones(1)}, "hyper_parameters": {"backbone": "n"}}, p),
+     "no 'dnn.' tensors"),
+    ("EMA of another network", lambda p: torch.save({"state_dict": {"dnn.a": torch.ones(3)}, "hyper_parameters":
+                                                     {"backbone": "n"}, "ema": {"shadow_params": [torch.ones(2)]}}, p),
+     "EMA belongs to another network"),
+])
+def test_files_that_are_not_sgmse_checkpoints_are_named(tmp_path, label, make, message):
+    path = tmp_path / "bad.ckpt"
+    make(path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        read_sgmse_checkpoint(path)
+    assert "bad.ckpt" in str(err.value)
+
+
+def test_a_truncated_checkpoint_is_named(tmp_path):
+    _write(tmp_path / "m.ckpt")
+    raw = (tmp_path / "m.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="cut.ckpt"):
+        read_sgmse_checkpoint(tmp_path / "cut.ckpt")
+    assert zipfile.is_zipfile(tmp_path / "m.ckpt")
