@@ -8,6 +8,7 @@ import os
 import pickle
 import sys
 import types
+import unittest.mock
 import zipfile
 
 import pytest
@@ -152,3 +153,67 @@ def test_a_truncated_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="cut.ckpt"):
         read_sgmse_checkpoint(tmp_path / "cut.ckpt")
     assert zipfile.is_zipfile(tmp_path / "m.ckpt")
+
+
+# --- NCSN++ against the upstream module (PyPI sgmse==0.1.2, installed without its dependencies) ------------
+
+# CUDA hidden while importing: with a GPU, the package compiles its CUDA kernels at import (its CPU path is pure torch)
+with unittest.mock.patch("torch.cuda.is_available", return_value=False):
+    upstream = pytest.importorskip(
+        "sgmse.backbones.ncsnpp", reason="the reference package is missing: pip install --no-deps sgmse==0.1.2"
+    )
+
+
+def _perturbed_upstream(**cfg):
+    torch.manual_seed(0)
+    net = upstream.NCSNpp(**cfg).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # zero-initialised layers (biases, the last convolutions) would hide errors
+            p.add_(torch.randn_like(p) * 0.05)
+    return net
+
+
+@pytest.mark.parametrize("cfg, shape", [
+    (dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32), (2, 2, 32, 16)),
+    (dict(nf=8, num_res_blocks=2, attn_resolutions=(16,), image_size=256), (1, 2, 256, 64)),  # SGMSE+'s levels
+    (dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8, centered=False), (2, 2, 8, 8)),
+])
+def test_ncsnpp_matches_the_upstream_module(cfg, shape):
+    from samplerlab.nets.ncsnpp import NCSNpp
+
+    reference = _perturbed_upstream(**cfg)  # float32: upstream's FIR kernel is float32 whatever the input
+    mine = NCSNpp(**cfg).eval()
+    mine.load_state_dict(reference.state_dict(), strict=True)
+    g = torch.Generator().manual_seed(1)
+    x = torch.complex(torch.randn(*shape, generator=g), torch.randn(*shape, generator=g))
+    t = torch.rand(shape[0], generator=g) * 0.5 + 0.05
+    with torch.no_grad():
+        want, got = reference(x, t), mine(x, t)
+    assert got.shape == want.shape == (shape[0], 1, *shape[2:])
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def test_an_upstream_checkpoint_builds_the_same_network_with_its_ema_weights(tmp_path):
+    from samplerlab.adapters.sgmse import build_sgmse_network
+
+    cfg = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32)
+    reference = _perturbed_upstream(**cfg)
+    state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
+    shadow = [p.detach() * 0.9 + 0.01 for p in reference.parameters()]  # an EMA unlike the live weights
+    with _Upstream() as up:
+        hyper = up.AttributeDict(backbone="ncsnpp", sde="ouve", ch_mult=list(cfg["ch_mult"]), num_res_blocks=1,
+                                 attn_resolutions=[16], nf=16, image_size=32, data_module_cls=up.SpecsDataModule)
+        torch.save({"state_dict": state, "hyper_parameters": hyper,
+                    "ema": {"decay": 0.999, "num_updates": 10, "shadow_params": shadow}}, tmp_path / "m.ckpt")
+    ck = read_sgmse_checkpoint(tmp_path / "m.ckpt")
+    x = torch.randn(2, 2, 32, 16, dtype=torch.complex64)
+    t = torch.tensor([0.1, 0.4])
+    with torch.no_grad():
+        for p, s in zip(reference.parameters(), shadow):
+            p.copy_(s)
+        want = reference(x, t)
+        got = build_sgmse_network(ck)(x, t)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    with pytest.raises(CheckpointError, match="do not fit the NCSN\\+\\+"):
+        build_sgmse_network(read_sgmse_checkpoint(tmp_path / "m.ckpt").__class__(
+            ck.path, {**ck.hyperparameters, "nf": 32}, ck.weights, ck.ema))

@@ -115,3 +115,41 @@ def _named_ema(path: Path, ema, weights: dict[str, Tensor]) -> dict[str, Tensor]
             "and shape: the EMA belongs to another network"
         )
     return named
+
+
+# the backbones of SGMSE+ that samplerlab builds, and their constructor settings a checkpoint may carry
+_NCSNPP_SETTINGS = (
+    "nf",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "image_size",
+    "fir_kernel",
+    "fourier_scale",
+    "dropout",
+    "centered",
+    "scale_by_sigma",
+)
+
+
+def build_sgmse_network(checkpoint: SGMSECheckpoint, use_ema: bool = True):
+    """The checkpoint's score network, built here (``nets.ncsnpp``) from its hyperparameters and loaded
+    strictly (EMA weights by default); a backbone samplerlab does not build, or weights that do not fit the
+    architecture the hyperparameters describe, is a ``CheckpointError`` naming the file."""
+    from ..nets.ncsnpp import NCSNpp, NCSNppConfig
+
+    if checkpoint.backbone != "ncsnpp":
+        raise CheckpointError(
+            f"{checkpoint.path}: backbone {checkpoint.backbone!r} is not built by samplerlab yet (valid: ncsnpp)"
+        )
+    hp = checkpoint.hyperparameters
+    settings = {k: (tuple(hp[k]) if isinstance(hp[k], list) else hp[k]) for k in _NCSNPP_SETTINGS if k in hp}
+    try:
+        net = NCSNpp(NCSNppConfig(**settings))
+        net.load_state_dict(checkpoint.network_weights(use_ema), strict=True)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{checkpoint.path}: its weights do not fit the NCSN++ its hyperparameters describe ({settings}): "
+            f"{str(err).splitlines()[0][:300]}"
+        ) from None
+    return net.eval()
