@@ -164,44 +164,63 @@ with unittest.mock.patch("torch.cuda.is_available", return_value=False):
     )
 
 
-def _perturbed_upstream(**cfg):
+def _upstream_class(backbone):
+    import sgmse.backbones as backbones
+
+    return {"ncsnpp": backbones.NCSNpp, "ncsnpp_48k": backbones.NCSNpp_48k, "ncsnpp_v2": backbones.NCSNpp_v2}[backbone]
+
+
+def _perturbed_upstream(backbone="ncsnpp", **cfg):
     torch.manual_seed(0)
-    net = upstream.NCSNpp(**cfg).eval()
+    net = _upstream_class(backbone)(**cfg).eval()
     with torch.no_grad():
         for p in net.parameters():  # zero-initialised layers (biases, the last convolutions) would hide errors
             p.add_(torch.randn_like(p) * 0.05)
     return net
 
 
-@pytest.mark.parametrize("cfg, shape", [
-    (dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32), (2, 2, 32, 16)),
-    (dict(nf=8, num_res_blocks=2, attn_resolutions=(16,), image_size=256), (1, 2, 256, 64)),  # SGMSE+'s levels
-    (dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8, centered=False), (2, 2, 8, 8)),
-])
-def test_ncsnpp_matches_the_upstream_module(cfg, shape):
-    from samplerlab.nets.ncsnpp import NCSNpp
+SMALL_NET = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32)
 
-    reference = _perturbed_upstream(**cfg)  # float32: upstream's FIR kernel is float32 whatever the input
-    mine = NCSNpp(**cfg).eval()
+
+@pytest.mark.parametrize("backbone, cfg, shape", [
+    ("ncsnpp", SMALL_NET, (2, 2, 32, 16)),
+    ("ncsnpp", dict(nf=8, num_res_blocks=2, attn_resolutions=(16,), image_size=256), (1, 2, 256, 64)),  # 7 levels
+    ("ncsnpp", dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=8, centered=False),
+     (2, 2, 8, 8)),
+    ("ncsnpp_48k", dict(nf=8, ch_mult=(1, 2, 2), num_res_blocks=1, image_size=32), (2, 2, 32, 16)),
+    ("ncsnpp_48k", dict(nf=8, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32),
+     (1, 2, 32, 8)),
+    ("ncsnpp_v2", SMALL_NET, (2, 2, 32, 16)),
+])
+def test_ncsnpp_matches_the_upstream_module(backbone, cfg, shape):
+    from samplerlab.nets.ncsnpp import NCSNpp, NCSNppConfig, NCSNppV2
+
+    reference = _perturbed_upstream(backbone, **cfg)  # float32: upstream's FIR kernel is float32 whatever the input
+    settings = NCSNppConfig.for_backbone(backbone, **cfg)
+    mine = (NCSNppV2 if backbone == "ncsnpp_v2" else NCSNpp)(settings).eval()
     mine.load_state_dict(reference.state_dict(), strict=True)
     g = torch.Generator().manual_seed(1)
     x = torch.complex(torch.randn(*shape, generator=g), torch.randn(*shape, generator=g))
     t = torch.rand(shape[0], generator=g) * 0.5 + 0.05
     with torch.no_grad():
-        want, got = reference(x, t), mine(x, t)
+        if backbone == "ncsnpp_v2":
+            want, got = reference(x[:, :1], x[:, 1:], t), mine(x[:, :1], x[:, 1:], t)
+        else:
+            want, got = reference(x, t), mine(x, t)
     assert got.shape == want.shape == (shape[0], 1, *shape[2:])
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
-def test_an_upstream_checkpoint_builds_the_same_network_with_its_ema_weights(tmp_path):
+@pytest.mark.parametrize("backbone", ["ncsnpp", "ncsnpp_48k", "ncsnpp_v2"])
+def test_an_upstream_checkpoint_builds_the_same_network_with_its_ema_weights(tmp_path, backbone):
     from samplerlab.adapters.sgmse import build_sgmse_network
 
     cfg = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32)
-    reference = _perturbed_upstream(**cfg)
+    reference = _perturbed_upstream(backbone, **cfg)
     state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
     shadow = [p.detach() * 0.9 + 0.01 for p in reference.parameters()]  # an EMA unlike the live weights
     with _Upstream() as up:
-        hyper = up.AttributeDict(backbone="ncsnpp", sde="ouve", ch_mult=list(cfg["ch_mult"]), num_res_blocks=1,
+        hyper = up.AttributeDict(backbone=backbone, sde="ouve", ch_mult=list(cfg["ch_mult"]), num_res_blocks=1,
                                  attn_resolutions=[16], nf=16, image_size=32, data_module_cls=up.SpecsDataModule)
         torch.save({"state_dict": state, "hyper_parameters": hyper,
                     "ema": {"decay": 0.999, "num_updates": 10, "shadow_params": shadow}}, tmp_path / "m.ckpt")
@@ -211,8 +230,9 @@ def test_an_upstream_checkpoint_builds_the_same_network_with_its_ema_weights(tmp
     with torch.no_grad():
         for p, s in zip(reference.parameters(), shadow):
             p.copy_(s)
-        want = reference(x, t)
-        got = build_sgmse_network(ck)(x, t)
+        net = build_sgmse_network(ck)
+        args = (x[:, :1], x[:, 1:], t) if backbone == "ncsnpp_v2" else (x, t)
+        want, got = reference(*args), net(*args)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
     with pytest.raises(CheckpointError, match="do not fit the NCSN\\+\\+"):
         build_sgmse_network(read_sgmse_checkpoint(tmp_path / "m.ckpt").__class__(

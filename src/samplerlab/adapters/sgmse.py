@@ -136,16 +136,18 @@ def build_sgmse_network(checkpoint: SGMSECheckpoint, use_ema: bool = True):
     """The checkpoint's score network, built here (``nets.ncsnpp``) from its hyperparameters and loaded
     strictly (EMA weights by default); a backbone samplerlab does not build, or weights that do not fit the
     architecture the hyperparameters describe, is a ``CheckpointError`` naming the file."""
-    from ..nets.ncsnpp import NCSNpp, NCSNppConfig
+    from ..nets.ncsnpp import NCSNpp, NCSNppConfig, NCSNppV2
 
-    if checkpoint.backbone != "ncsnpp":
+    backbones = {"ncsnpp": NCSNpp, "ncsnpp_48k": NCSNpp, "ncsnpp_v2": NCSNppV2}
+    if checkpoint.backbone not in backbones:
         raise CheckpointError(
-            f"{checkpoint.path}: backbone {checkpoint.backbone!r} is not built by samplerlab yet (valid: ncsnpp)"
+            f"{checkpoint.path}: backbone {checkpoint.backbone!r} is not built by samplerlab; valid: "
+            f"{', '.join(backbones)}"
         )
     hp = checkpoint.hyperparameters
     settings = {k: (tuple(hp[k]) if isinstance(hp[k], list) else hp[k]) for k in _NCSNPP_SETTINGS if k in hp}
     try:
-        net = NCSNpp(NCSNppConfig(**settings))
+        net = backbones[checkpoint.backbone](NCSNppConfig.for_backbone(checkpoint.backbone, **settings))
         net.load_state_dict(checkpoint.network_weights(use_ema), strict=True)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(

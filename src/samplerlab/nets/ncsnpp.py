@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NCSNppConfig", "NCSNpp", "fir_upsample", "fir_downsample"]
+__all__ = ["NCSNppConfig", "NCSNpp", "NCSNppV2", "fir_upsample", "fir_downsample"]
 
 
 # --- FIR resampling (upfirdn: upsample by zero insertion, pad, filter, downsample) ---------------------------
@@ -175,7 +175,25 @@ class NCSNppConfig:
     fourier_scale: float = 16.0
     dropout: float = 0.0
     centered: bool = True
-    scale_by_sigma: bool = True
+    scale_by_sigma: bool = True  # the score is the network's output divided by sigma
+    output_skip: bool = True  # the output pyramid (else one final norm + conv after the up path)
+    input_skip: bool = True  # the input pyramid
+    scale_after_output: bool = False  # divide by sigma after the output layer (ncsnpp_48k) instead of before
+
+    @classmethod
+    def for_backbone(cls, backbone: str, **settings) -> "NCSNppConfig":
+        """The settings of SGMSE+'s backbone ``backbone`` (ncsnpp, ncsnpp_48k, ncsnpp_v2) updated by
+        ``settings`` (a checkpoint's hyperparameters)."""
+        presets = {
+            "ncsnpp": {},
+            # 48 kHz (EARS): no attention, no pyramids, the output layer before the division by sigma
+            "ncsnpp_48k": dict(attn_resolutions=(), output_skip=False, input_skip=False, scale_after_output=True),
+            # v2: EDM-style scaling outside the network (c_in, c_out, c_skip in SGMSE+'s ScoreModel)
+            "ncsnpp_v2": dict(scale_by_sigma=False),
+        }
+        if backbone not in presets:
+            raise ValueError(f"unknown NCSN++ backbone {backbone!r}; valid: {', '.join(presets)}")
+        return cls(**{**presets[backbone], **settings})
 
     def __post_init__(self):
         if self.nf < 4 or self.nf % 4 or not self.ch_mult or min(self.ch_mult) < 1 or self.num_res_blocks < 1:
@@ -214,7 +232,8 @@ class NCSNpp(nn.Module):
                 skips.append(c)
             if level != levels - 1:
                 m.append(block(c, down=True))
-                m.append(Combine(channels, c))
+                if cfg.input_skip:
+                    m.append(Combine(channels, c))
                 skips.append(c)
         m += [block(c), AttentionBlock(c), block(c)]
         for level in reversed(range(levels)):
@@ -223,17 +242,23 @@ class NCSNpp(nn.Module):
                 c = nf * cfg.ch_mult[level]
             if resolutions[level] in cfg.attn_resolutions:
                 m.append(AttentionBlock(c))
-            m += [_norm(c), nn.Conv2d(c, channels, 3, padding=1)]  # this resolution's output projection
+            if cfg.output_skip:
+                m += [_norm(c), nn.Conv2d(c, channels, 3, padding=1)]  # this resolution's output projection
             if level != 0:
                 m.append(block(c, up=True))
         assert not skips
+        if not cfg.output_skip:
+            m += [_norm(c), nn.Conv2d(c, channels, 3, padding=1)]
         self.all_modules = nn.ModuleList(m)
         self.output_layer = nn.Conv2d(channels, 2, 1)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.score(torch.cat([x[:, :1].real, x[:, :1].imag, x[:, 1:2].real, x[:, 1:2].imag], dim=1), t)
+
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        """The complex score from the four real channels [Re x, Im x, Re y, Im y]."""
         cfg, m = self.config, iter(self.all_modules)
         levels = len(cfg.ch_mult)
-        x = torch.cat([x[:, :1].real, x[:, :1].imag, x[:, 1:2].real, x[:, 1:2].imag], dim=1)
         emb = next(m)(torch.log(t))  # Fourier features of log sigma
         emb = next(m)(emb)
         emb = next(m)(F.silu(emb))
@@ -249,8 +274,10 @@ class NCSNpp(nn.Module):
                 hs.append(h)
             if level != levels - 1:
                 h = next(m)(hs[-1], emb)
-                pyramid_in = fir_downsample(pyramid_in, cfg.fir_kernel)
-                hs.append(next(m)(pyramid_in, h))
+                if cfg.input_skip:
+                    pyramid_in = fir_downsample(pyramid_in, cfg.fir_kernel)
+                    h = next(m)(pyramid_in, h)
+                hs.append(h)
         h = hs[-1]
         h = next(m)(h, emb)
         h = next(m)(h)
@@ -261,13 +288,32 @@ class NCSNpp(nn.Module):
                 h = next(m)(torch.cat([h, hs.pop()], dim=1), emb)
             if h.shape[-2] in cfg.attn_resolutions:
                 h = next(m)(h)
-            norm, project = next(m), next(m)
-            out = project(F.silu(norm(h)))
-            pyramid = out if pyramid is None else fir_upsample(pyramid, cfg.fir_kernel) + out
+            if cfg.output_skip:
+                norm, project = next(m), next(m)
+                out = project(F.silu(norm(h)))
+                pyramid = out if pyramid is None else fir_upsample(pyramid, cfg.fir_kernel) + out
             if level != 0:
                 h = next(m)(h, emb)
-        h = pyramid
-        if cfg.scale_by_sigma:
-            h = h / t.reshape(-1, 1, 1, 1)
-        h = self.output_layer(h).permute(0, 2, 3, 1).contiguous()
-        return torch.view_as_complex(h)[:, None]
+        if cfg.output_skip:
+            h = pyramid
+        else:
+            norm, project = next(m), next(m)
+            h = project(F.silu(norm(h)))
+        sigma = t.reshape(-1, 1, 1, 1)
+        if cfg.scale_by_sigma and not cfg.scale_after_output:
+            h = h / sigma
+        h = self.output_layer(h)
+        if cfg.scale_by_sigma and cfg.scale_after_output:
+            h = h / sigma
+        return torch.view_as_complex(h.permute(0, 2, 3, 1).contiguous())[:, None]
+
+
+class NCSNppV2(NCSNpp):
+    """``ncsnpp_v2``: the same network called as ``forward(x, y, t)`` with x and y complex (B, 1, F, T), and no
+    division by sigma (SGMSE+ scales its input and output outside, EDM-style)."""
+
+    def __init__(self, config: NCSNppConfig | None = None, **settings):
+        super().__init__(config or NCSNppConfig.for_backbone("ncsnpp_v2", **settings))
+
+    def forward(self, x: Tensor, y: Tensor, t: Tensor) -> Tensor:  # type: ignore[override]
+        return self.score(torch.cat([x.real, x.imag, y.real, y.imag], dim=1), t)
