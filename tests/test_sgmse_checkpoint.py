@@ -4,6 +4,7 @@ in older files) load in plain torch with nothing executed; a crafted pickle is r
 nothing; the EMA list gets its names."""
 
 import collections
+import math
 import os
 import pickle
 import sys
@@ -237,3 +238,89 @@ def test_an_upstream_checkpoint_builds_the_same_network_with_its_ema_weights(tmp
     with pytest.raises(CheckpointError, match="do not fit the NCSN\\+\\+"):
         build_sgmse_network(read_sgmse_checkpoint(tmp_path / "m.ckpt").__class__(
             ck.path, {**ck.hyperparameters, "nf": 32}, ck.weights, ck.ema))
+
+
+# --- the sqrt(2) convention, checked against an exact model -------------------------------------------------
+
+
+class _PerfectSGMSENet(torch.nn.Module):
+    """What a perfectly trained SGMSE+ score network outputs for an exactly known residual distribution,
+    written in SGMSE+'s own terms: its OUVE (sigma_min 0.05, sigma_max 0.5, complex noise of std(t)), the
+    score S = -(x - E[mean | x]) / std^2 that its loss |std S + z|^2 is minimised by, and the network's sign
+    (the model's score is -net)."""
+
+    def __init__(self, exact, y_shape):
+        super().__init__()
+        self.exact, self.shape = exact, y_shape
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    @staticmethod
+    def std(t, theta=1.5, smin=0.05, smax=0.5):
+        logsig = math.log(smax / smin)
+        return torch.sqrt(smin**2 * torch.exp(-2 * theta * t) * (torch.exp(2 * (theta + logsig) * t) - 1) * logsig
+                          / (theta + logsig))
+
+    def forward(self, xy, t):
+        x, y = xy[:, :1], xy[:, 1:2]
+        s = torch.exp(-1.5 * t).reshape(-1, 1, 1, 1)
+        std = self.std(t).reshape(-1, 1, 1, 1)
+        # the exact posterior mean of the residual's clean part, from the (complex) noise of variance std^2
+        u = torch.cat([((x - y) / s).real, ((x - y) / s).imag], dim=1).reshape(x.shape[0], -1)
+        level = std.reshape(-1) / (math.sqrt(2) * s.reshape(-1))  # per real part: std / sqrt(2), in u0 units
+        y_real = torch.cat([y.real, y.imag], dim=1).reshape(x.shape[0], -1)
+        d = self.exact(u, level, y=y_real).reshape(x.shape[0], 2, *x.shape[2:])
+        mean_hat = y + s * torch.complex(d[:, :1], d[:, 1:2])
+        score = -(x - mean_hat) / std**2
+        return -score
+
+
+def test_the_sqrt2_convention_recovers_the_exact_denoiser():
+    """A perfect SGMSE+ network wrapped by samplerlab gives exactly the exact model's D at every level: with
+    the noise per complex number and its score at half the real gradient, D = u + 2 s sigma^2 S."""
+    from samplerlab.adapters.sgmse import SGMSEScoreDenoiser, sgmse_process
+    from samplerlab.problems import make_conditional_problem
+
+    joint = make_conditional_problem("ouve-gmm").joint  # 16-D: a (2, 4, 2) spectrogram of Re and Im
+    exact = joint.residual_denoiser()
+    x0, y = joint.sample(6, torch.Generator().manual_seed(0))
+    process = sgmse_process({"theta": 1.5, "sigma_min": 0.05, "sigma_max": 0.5, "t_eps": 0.03})
+    net = _PerfectSGMSENet(exact, (2, 4, 2))
+    wrapped = SGMSEScoreDenoiser(net, process)
+    y4 = y.reshape(6, 2, 4, 2)
+    for t in (0.03, 0.2, 0.6, 1.0):
+        sigma = float(process.sigma(torch.tensor(t, dtype=torch.float64)))
+        u_hat = (x0 - y + sigma * torch.randn(6, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+        got = wrapped(u_hat.reshape(6, 2, 4, 2), sigma, y=y4).reshape(6, 16)
+        want = exact(u_hat, torch.tensor(sigma, dtype=torch.float64), y=y)
+        assert torch.allclose(got, want, atol=1e-10), (t, float((got - want).abs().max()))
+    # samplerlab's process is SGMSE+'s with the per-real-channel noise: s sigma = std / sqrt(2) at the same t
+    t = torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64)
+    assert torch.allclose(process.s(t) * process.sigma(t), _PerfectSGMSENet.std(t) / math.sqrt(2), rtol=1e-12)
+
+
+def test_enhance_runs_an_upstream_checkpoint_end_to_end(tmp_path, capsys):
+    """``samplerlab enhance noisy.wav --model file.ckpt`` with a (small, random) SGMSE+ checkpoint in the
+    upstream format: its network, process and STFT settings are used, and a file of the input's length comes
+    out. (What it sounds like needs trained weights: docs/sgmse.md.)"""
+    import numpy as np
+    import soundfile
+
+    from samplerlab.cli import main
+
+    cfg = dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=256)
+    reference = _perturbed_upstream("ncsnpp", **cfg)
+    state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
+    with _Upstream() as up:
+        hyper = up.AttributeDict(backbone="ncsnpp", sde="ouve", theta=1.5, sigma_min=0.05, sigma_max=0.5, N=30,
+                                 t_eps=0.03, n_fft=510, hop_length=128, spec_factor=0.15, spec_abs_exponent=0.5,
+                                 nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[],
+                                 data_module_cls=up.SpecsDataModule)
+        torch.save({"state_dict": state, "hyper_parameters": hyper,
+                    "ema": {"decay": 0.999, "num_updates": 1, "shadow_params": [p.detach() for p in reference.parameters()]}},
+                   tmp_path / "model.ckpt")
+    rng = np.random.default_rng(0)
+    soundfile.write(tmp_path / "noisy.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)
+    assert main(["enhance", str(tmp_path / "noisy.wav"), "--model", str(tmp_path / "model.ckpt"), "--steps", "3",
+                 "--solver", "euler", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    wav, rate = soundfile.read(tmp_path / "out" / "noisy.wav")
+    assert rate == 16000 and wav.shape == (8000,) and np.isfinite(wav).all()

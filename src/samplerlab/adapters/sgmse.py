@@ -20,15 +20,25 @@ an error naming the file and the global, and nothing is executed. The EMA list i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from ..io import CheckpointError
+from ..processes import OUVE
 from .safe_load import ClassReference, class_reference, safe_torch_load
 
-__all__ = ["SGMSE_STAND_INS", "SGMSECheckpoint", "read_sgmse_checkpoint"]
+__all__ = [
+    "SGMSE_STAND_INS",
+    "SGMSECheckpoint",
+    "read_sgmse_checkpoint",
+    "build_sgmse_network",
+    "sgmse_process",
+    "SGMSEScoreDenoiser",
+]
 
 # the classes an SGMSE+ checkpoint names, and what samplerlab reads in their place
 SGMSE_STAND_INS: dict[str, object] = {
@@ -155,3 +165,64 @@ def build_sgmse_network(checkpoint: SGMSECheckpoint, use_ema: bool = True):
             f"{str(err).splitlines()[0][:300]}"
         ) from None
     return net.eval()
+
+
+# --- the network behind samplerlab's denoiser contract -------------------------------------------------------
+
+SQRT2 = math.sqrt(2.0)
+
+
+def sgmse_process(hyperparameters: dict) -> OUVE:
+    """samplerlab's OUVE process for an SGMSE+ model: the checkpoint's theta, t_eps and sigma range, the
+    latter divided by sqrt(2).
+
+    The sqrt(2): SGMSE+ perturbs the complex spectrogram with ``randn_like`` of a complex tensor, whose real
+    and imaginary parts have variance 1/2 each, so its std(t) is the standard deviation of the *complex*
+    noise; samplerlab's noise is per real channel (Re and Im are two channels of unit variance). The same
+    training distribution is therefore samplerlab's OUVE with sigma_min / sqrt(2) and sigma_max / sqrt(2)
+    (the variance is proportional to sigma_min^2 at a fixed sigma_max / sigma_min); then samplerlab's time t
+    is SGMSE+'s t, which the network is conditioned on."""
+    hp = hyperparameters
+    return OUVE(
+        theta=float(hp.get("theta", 1.5)),
+        sigma_lo=float(hp.get("sigma_min", 0.05)) / SQRT2,
+        sigma_hi=float(hp.get("sigma_max", 0.5)) / SQRT2,
+        t_min=float(hp.get("t_eps", 0.03)),
+        t_max=1.0,
+    )
+
+
+def _channels_to_complex(x: Tensor) -> Tensor:
+    """(B, 2, F, T) real [Re, Im] -> (B, 1, F, T) complex."""
+    return torch.complex(x[:, :1], x[:, 1:2])
+
+
+class SGMSEScoreDenoiser:
+    """D(u_hat, sigma; y) of an SGMSE+ score network (backbones ncsnpp, ncsnpp_48k), on samplerlab's OUVE
+    residual u = x - y in real channels [Re, Im] (``sgmse_process``).
+
+    With t = t(sigma), s = e^{-theta t} and x = y + s u_hat, the network gives SGMSE+'s score
+    S = -net([x, y], t). SGMSE+ trains S on the complex noise: S ~ -z / std with x = mean + std z, so
+    mean_hat = x + std^2 S (Tweedie in its convention), i.e. S is *half* the gradient of log p with respect
+    to the real and imaginary parts (each has variance std^2 / 2). In samplerlab's variables std^2 = 2 s^2
+    sigma^2, and D = E[u_0 | u_hat] = (mean_hat - y) / s:
+
+        D(u_hat, sigma; y) = u_hat + 2 s sigma^2 S.
+    """
+
+    def __init__(self, net, process: OUVE):
+        self.net, self.process = net, process
+
+    @property
+    def dtype(self):
+        return next(self.net.parameters()).dtype
+
+    def __call__(self, u_hat: Tensor, sigma, *, y: Tensor) -> Tensor:
+        b = u_hat.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=u_hat.dtype, device=u_hat.device).reshape(-1).expand(b)
+        t = self.process.t_of_sigma(sigma)
+        s = self.process.s(t).reshape(b, 1, 1, 1)
+        x = y + s * u_hat
+        score = -self.net(torch.cat([_channels_to_complex(x), _channels_to_complex(y)], dim=1), t)
+        score = torch.cat([score.real, score.imag], dim=1).to(u_hat.dtype)
+        return u_hat + 2 * s * sigma.reshape(b, 1, 1, 1) ** 2 * score

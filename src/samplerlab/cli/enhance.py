@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--model",
         default="gaussian",
-        help="gaussian (the exact Gaussian-prior model) or a checkpoint folder from samplerlab speech train",
+        help="gaussian (the exact Gaussian-prior model), a checkpoint folder from samplerlab speech train, or a "
+        "published SGMSE+ checkpoint (FILE.ckpt, read without executing it; docs/sgmse.md)",
     )
     p.add_argument(
         "--corpus", help="corpus whose train split fits the stationary / adaptive Gaussian prior (cached in it)"

@@ -62,6 +62,8 @@ class EnhancementModel:
     pad_multiple: int  # frames the input must be a multiple of
     dtype: torch.dtype
     label: str
+    process: Process | None = None  # the process it was trained on (None: samplerlab's OUVE defaults)
+    spec: SpecConfig = SpecConfig()  # its STFT front end
 
 
 def load_enhancement_model(
@@ -86,10 +88,38 @@ def load_enhancement_model(
             )
         return EnhancementModel(prior, 1, torch.float64, f"the {prior_mode} Gaussian prior")
 
+    if str(model).endswith(".ckpt"):
+        return _sgmse_model(model)
     net, meta = load_checkpoint(model)
     if meta["config"].get("net") != "speech-unet":
         raise ValueError(f"{model}: not a speech score network (samplerlab speech train writes one); or use gaussian")
     return EnhancementModel(net, net.net.down_factor, torch.float32, f"the network in {model}")
+
+
+def _sgmse_model(path) -> EnhancementModel:
+    """A published SGMSE+ checkpoint (``adapters.sgmse``): its NCSN++ with the EMA weights behind the denoiser
+    contract, on its OUVE process in samplerlab's per-real-channel convention, with its STFT settings."""
+    from ..adapters.sgmse import SGMSEScoreDenoiser, build_sgmse_network, read_sgmse_checkpoint, sgmse_process
+
+    checkpoint = read_sgmse_checkpoint(path)
+    if checkpoint.backbone == "ncsnpp_v2":
+        raise ValueError(f"{path}: ncsnpp_v2 models (EDM-scaled score) are not sampled by samplerlab yet")
+    if str(checkpoint.sde).lower() not in ("ouve", "ouvesde"):
+        raise ValueError(f"{path}: SDE {checkpoint.sde!r}; samplerlab samples SGMSE+'s OUVE models")
+    hp = checkpoint.hyperparameters
+    net = build_sgmse_network(checkpoint)
+    spec = SpecConfig(
+        sample_rate=int(hp.get("sr", 16000)),
+        n_fft=int(hp.get("n_fft", 510)),
+        hop=int(hp.get("hop_length", 128)),
+        alpha=float(hp.get("spec_abs_exponent", 0.5)),
+        beta=float(hp.get("spec_factor", 0.15)),
+    )
+    process = sgmse_process(hp)
+    levels = len(net.config.ch_mult)
+    return EnhancementModel(
+        SGMSEScoreDenoiser(net, process), 2 ** (levels - 1), torch.float32, f"the SGMSE+ model {path}", process, spec
+    )
 
 
 def enhance(
@@ -199,13 +229,15 @@ def enhance_files(
         it = tqdm(files, desc="enhance", unit="file")
     total_audio = total_time = 0.0
     for f in it:
-        _, noisy = load_pair(SpeechPair(f.stem, None, f))
+        _, noisy = load_pair(SpeechPair(f.stem, None, f), sample_rate=model.spec.sample_rate)
         r = enhance(
             noisy,
             model.denoiser,
             solver,
             steps=steps,
             seed=seed,
+            process=model.process,
+            spec=model.spec,
             pad_multiple=model.pad_multiple,
             dtype=model.dtype,
             final_denoise=final_denoise,
