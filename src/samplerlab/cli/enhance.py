@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
         "--solver",
         default="pc",
         help="solver spec; pc (default) is SGMSE+'s: reverse-diffusion predictor + annealed-Langevin "
-        "corrector, snr 0.5 (spell out pc:... for other predictors / correctors)",
+        "corrector, snr 0.5 (spell out pc:... for other predictors / correctors); sgmse-literal runs SGMSE+'s "
+        "own sampler step for step on an SGMSE+ checkpoint",
     )
     p.add_argument("--steps", type=positive_int, default=30)
     p.add_argument("--snr", type=positive_float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
@@ -51,10 +52,12 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..io import atomic_write_text
-    from ..speech.enhance import enhance_files, enhancement_solver, load_enhancement_model
+    from ..speech.enhance import LITERAL, enhance_files, enhancement_solver, load_enhancement_model
 
     model = load_enhancement_model(args.model, corpus=args.corpus, prior_file=args.prior, prior_mode=args.prior_mode)
-    solver = enhancement_solver(args.solver, args.snr)
+    solver = LITERAL if args.solver == LITERAL else enhancement_solver(args.solver, args.snr)
+    if solver == LITERAL and not str(args.model).endswith(".ckpt"):
+        raise ValueError(f"--solver {LITERAL} runs SGMSE+ checkpoints (--model FILE.ckpt), not {args.model!r}")
     out = Path(args.out)
     r = enhance_files(
         args.input,
@@ -65,9 +68,11 @@ def run(args) -> int:
         seed=args.seed,
         final_denoise=not args.no_final_denoise,
         progress=not args.no_progress,
+        literal_snr=0.5 if args.snr is None else args.snr,
     )
     print(
-        f"enhanced {r.files} file(s) into {out} with {model.label}, {solver.describe()}, "
+        f"enhanced {r.files} file(s) into {out} with {model.label}, "
+        f"{solver if isinstance(solver, str) else solver.describe()}, "
         f"{args.steps} steps ({r.nfe} NFE per file); real-time factor {r.real_time_factor:.3f} "
         f"({r.seconds:.1f} s for {r.audio_seconds:.1f} s of audio)"
     )

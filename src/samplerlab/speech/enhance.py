@@ -146,15 +146,8 @@ def enhance(
     solver = solver_from_spec(solver) if isinstance(solver, str) else solver
     grid = uniform_time(steps, process, final_zero=final_denoise) if grid is None else grid
     sigmas = validate_grid(grid, process)
+    wav, peak = _normalised(noisy, spec, pad_multiple)
     length = noisy.shape[-1]
-    if length < spec.n_fft:
-        raise ValueError(f"the noisy recording has {length} samples; enhancement needs at least {spec.n_fft}")
-    if not bool(torch.isfinite(noisy).all()):
-        raise ValueError("the noisy recording has NaN or infinite samples")
-    peak = float(noisy.abs().max())
-    if peak == 0:
-        raise ValueError("the noisy recording is silent")
-    wav = pad_to_multiple((noisy / peak).to(torch.float64), pad_multiple, spec)
     y = complex_to_channels(wav_to_spec(wav, spec)).unsqueeze(0).to(dtype)  # (1, 2, F, T)
     noise = SampleNoise([seed], dtype=dtype)
     u = prior_sample(process, float(sigmas[0]), noise, tuple(y.shape[1:]))
@@ -163,6 +156,60 @@ def enhance(
     x = r.x / float(process.scale(float(sigmas[-1]))) + y  # undo s(t_end), add y back
     out = spec_to_wav(channels_to_complex(x[0].double()), wav.shape[-1], spec)[:length] * peak
     return EnhanceResult(out.to(torch.float32), r.nfe, time.perf_counter() - start, length / spec.sample_rate)
+
+
+def _normalised(noisy: Tensor, spec: SpecConfig, pad_multiple: int) -> tuple[Tensor, float]:
+    """The recording checked, divided by its peak (SGMSE+'s normalisation) and padded to whole frames."""
+    length = noisy.shape[-1]
+    if length < spec.n_fft:
+        raise ValueError(f"the noisy recording has {length} samples; enhancement needs at least {spec.n_fft}")
+    if not bool(torch.isfinite(noisy).all()):
+        raise ValueError("the noisy recording has NaN or infinite samples")
+    peak = float(noisy.abs().max())
+    if peak == 0:
+        raise ValueError("the noisy recording is silent")
+    return pad_to_multiple((noisy / peak).to(torch.float64), pad_multiple, spec), peak
+
+
+LITERAL = "sgmse-literal"  # the solver name of SGMSE+'s own sampler, run step for step (``enhance_literal``)
+
+
+def enhance_literal(
+    noisy: Tensor, model: EnhancementModel, *, steps: int = 30, snr: float = 0.5, seed: int = 0
+) -> EnhanceResult:
+    """SGMSE+'s default sampler on a published checkpoint, step for step in its own variables
+    (``adapters.sgmse.sgmse_literal_pc``: corrector then predictor at each of ``steps`` levels, the last
+    predictor's mean returned, 2 ``steps`` model calls). The noise is samplerlab's per-seed stream, drawn as
+    SGMSE+'s complex noise (real and imaginary parts of variance 1/2)."""
+    from ..adapters.sgmse import SQRT2, SGMSEScoreDenoiser, sgmse_literal_pc
+
+    denoiser = model.denoiser
+    if not isinstance(denoiser, SGMSEScoreDenoiser):
+        raise ValueError(f"{LITERAL} runs SGMSE+ checkpoints (--model FILE.ckpt), not {model.label}")
+    start = time.perf_counter()
+    spec, process, net = model.spec, denoiser.process, denoiser.net
+    wav, peak = _normalised(noisy, spec, model.pad_multiple)
+    y = wav_to_spec(wav, spec).to(torch.complex64)[None, None]  # (1, 1, F, T)
+    noise = SampleNoise([seed], dtype=torch.float32)
+
+    def randn(like: Tensor) -> Tensor:
+        z = noise.randn(2, *like.shape[2:])
+        return (torch.complex(z[:, :1], z[:, 1:]) / SQRT2).to(like.dtype)
+
+    with torch.no_grad():
+        x, nfe = sgmse_literal_pc(
+            lambda x, y_, t: -net(torch.cat([x, y_], dim=1), t),
+            y,
+            theta=process.theta,
+            sigma_min=process.sigma_lo * SQRT2,  # SGMSE+'s own (complex-noise) sigma range
+            sigma_max=process.sigma_hi * SQRT2,
+            num_steps=steps,
+            t_eps=process.t_min,
+            snr=snr,
+            randn=randn,
+        )
+    out = spec_to_wav(x[0, 0].to(torch.complex128), wav.shape[-1], spec)[: noisy.shape[-1]] * peak
+    return EnhanceResult(out.to(torch.float32), nfe, time.perf_counter() - start, noisy.shape[-1] / spec.sample_rate)
 
 
 def enhancement_solver(spec: str = "pc", snr: float | None = None) -> Solver:
@@ -200,14 +247,17 @@ def enhance_files(
     source,
     out,
     model: EnhancementModel,
-    solver: Solver,
+    solver: Solver | str,
     *,
     steps: int = 30,
     seed: int = 0,
     final_denoise: bool = True,
     progress: bool = False,
+    literal_snr: float = 0.5,
 ) -> FolderResult:
-    """Enhance a .wav file or every .wav in a folder into the folder ``out`` (same file names)."""
+    """Enhance a .wav file or every .wav in a folder into the folder ``out`` (same file names). ``solver`` may
+    be ``LITERAL`` ("sgmse-literal"): SGMSE+'s own sampler on an SGMSE+ checkpoint, corrector snr
+    ``literal_snr``."""
     from pathlib import Path
 
     from .data import SpeechPair, load_pair
@@ -230,6 +280,11 @@ def enhance_files(
     total_audio = total_time = 0.0
     for f in it:
         _, noisy = load_pair(SpeechPair(f.stem, None, f), sample_rate=model.spec.sample_rate)
+        if solver == LITERAL:
+            r = enhance_literal(noisy, model, steps=steps, seed=seed, snr=literal_snr)
+            save_wav(Path(out) / f.name, r.wav, model.spec.sample_rate)
+            total_audio, total_time = total_audio + r.audio_seconds, total_time + r.seconds
+            continue
         r = enhance(
             noisy,
             model.denoiser,
@@ -242,7 +297,7 @@ def enhance_files(
             dtype=model.dtype,
             final_denoise=final_denoise,
         )
-        save_wav(Path(out) / f.name, r.wav)
+        save_wav(Path(out) / f.name, r.wav, model.spec.sample_rate)
         total_audio += r.audio_seconds
         total_time += r.seconds
     return FolderResult(len(files), r.nfe, total_audio, total_time)
