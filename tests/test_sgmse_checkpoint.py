@@ -307,17 +307,7 @@ def test_enhance_runs_an_upstream_checkpoint_end_to_end(tmp_path, capsys):
 
     from samplerlab.cli import main
 
-    cfg = dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), image_size=256)
-    reference = _perturbed_upstream("ncsnpp", **cfg)
-    state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
-    with _Upstream() as up:
-        hyper = up.AttributeDict(backbone="ncsnpp", sde="ouve", theta=1.5, sigma_min=0.05, sigma_max=0.5, N=30,
-                                 t_eps=0.03, n_fft=510, hop_length=128, spec_factor=0.15, spec_abs_exponent=0.5,
-                                 nf=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[],
-                                 data_module_cls=up.SpecsDataModule)
-        torch.save({"state_dict": state, "hyper_parameters": hyper,
-                    "ema": {"decay": 0.999, "num_updates": 1, "shadow_params": [p.detach() for p in reference.parameters()]}},
-                   tmp_path / "model.ckpt")
+    _tiny_checkpoint(tmp_path / "model.ckpt")
     rng = np.random.default_rng(0)
     soundfile.write(tmp_path / "noisy.wav", 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)
     assert main(["enhance", str(tmp_path / "noisy.wav"), "--model", str(tmp_path / "model.ckpt"), "--steps", "3",
@@ -365,3 +355,43 @@ def test_the_literal_sampler_matches_sgmse_plus_with_the_same_noise():
     got, nfe = sgmse_literal_pc(lambda x, y_, t: -mine(torch.cat([x, y_], dim=1), t), y, randn=recorded())
     assert nfe == want_nfe == 60
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max())), float((got - want).abs().max())
+
+
+# SGMSE+'s seven levels at width 4: the middle attention then sees 4 x T/64 positions, as in the real network
+# (with two levels it would attend over 128 x T/2, a 10^9-entry matrix for a few seconds of audio)
+TINY_SGMSE = dict(nf=4, ch_mult=(1,) * 7, num_res_blocks=1, attn_resolutions=(), image_size=256)
+
+
+def _tiny_checkpoint(path):
+    cfg = TINY_SGMSE
+    reference = _perturbed_upstream("ncsnpp", **cfg)
+    state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
+    with _Upstream() as up:
+        hyper = up.AttributeDict(backbone="ncsnpp", sde="ouve", theta=1.5, sigma_min=0.05, sigma_max=0.5, N=30,
+                                 t_eps=0.03, nf=4, ch_mult=[1] * 7, num_res_blocks=1, attn_resolutions=[],
+                                 data_module_cls=up.SpecsDataModule)
+        torch.save({"state_dict": state, "hyper_parameters": hyper}, path)
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_the_schedule_study_runs_on_an_sgmse_checkpoint(tmp_path):
+    """A TOML experiment with model = "file.ckpt": the checkpoint brings its process (sqrt(2)-scaled OUVE), on
+    which the study's schedules are swapped in."""
+    import json
+
+    from samplerlab.adapters.sgmse import sgmse_process
+    from samplerlab.experiments.config import ExperimentConfig, StudyConfig
+    from samplerlab.experiments.runner import run_experiment
+    from samplerlab.speech.corpus import CorpusConfig, make_corpus
+
+    make_corpus(tmp_path / "corpus", CorpusConfig(train=1, valid=1, test=1, seed=3))
+    _tiny_checkpoint(tmp_path / "m.ckpt")
+    config = ExperimentConfig(name="sgmse", problem="speech", process="ouve", corpus=str(tmp_path / "corpus"),
+                              files=1, model=str(tmp_path / "m.ckpt"), metrics=["si_sdr"],
+                              studies=[StudyConfig("s", ["euler"], ["base", "vp"], steps=[3])])
+    assert run_experiment(config, tmp_path / "run", progress=False)["computed"] == 2
+    rows = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    process = sgmse_process({"theta": 1.5, "sigma_min": 0.05, "sigma_max": 0.5, "t_eps": 0.03})
+    base = next(r for r in rows if r["schedule"] == "base")
+    assert base["sigmas"][0] == pytest.approx(float(process.sigma(torch.tensor(1.0, dtype=torch.float64))))
+    assert all(r["nfe"] == 3 and math.isfinite(r["metrics"]["si_sdr"]["mean"]) for r in rows)

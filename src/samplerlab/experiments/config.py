@@ -6,7 +6,8 @@ TOML layout::
     name = "schedule-study"
     problem = "ouve-gmm"        # conditional (ouve-gmm), unconditional (ring, gmm64, gauss16) or "speech"
     # corpus = "data/speech-corpus"   # problem = "speech": a make-corpus folder; files = 10; prior = "utterance";
-    #                                   model = "gaussian" or a speech train checkpoint; dnsmos = "MODEL_DIR"
+    #                                   model = "gaussian", a speech train checkpoint or an SGMSE+ FILE.ckpt
+    #                                   (which brings its own process); dnsmos = "MODEL_DIR"
     process = "ouve"            # the base process the model was trained with
     samples = 256
     seed = 0
@@ -133,7 +134,7 @@ class ExperimentConfig:
     # problem = "speech": real recordings of a corpus's test split, enhanced with the Gaussian-prior model
     corpus: str = ""
     files: int | None = None  # test files used (default: all)
-    model: str = "gaussian"  # gaussian, or a checkpoint folder from samplerlab speech train
+    model: str = "gaussian"  # gaussian, a checkpoint folder from samplerlab speech train, or an SGMSE+ .ckpt
     prior: str = "utterance"  # utterance | adaptive | stationary Gaussian prior (speech.gaussian)
     dnsmos: str = ""  # DNSMOS P.835 model folder (metrics.dnsmos), for the dnsmos_* metrics
 

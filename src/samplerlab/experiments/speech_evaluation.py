@@ -28,6 +28,8 @@ class SpeechEvaluation:
 
         self.config, self.base = config, base
         self.model = load_enhancement_model(config.model, corpus=config.corpus, prior_mode=config.prior)
+        if self.model.process is not None:  # a model that brings its own process (an SGMSE+ checkpoint)
+            self.base = self.model.process
         self.gaussian = self.model.denoiser if config.model == "gaussian" else corpus_prior(config.corpus, config.prior)
         self.dnsmos = None
         if config.dnsmos:
@@ -36,7 +38,8 @@ class SpeechEvaluation:
             self.dnsmos = DNSMOS(config.dnsmos)
         check_metrics(config.metrics, self.dnsmos)  # fail now, not after the first cell
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
-        self.signals = [load_pair(p, min_samples=min_samples_for(config.metrics)) for p in pairs]
+        rate = self.model.spec.sample_rate
+        self.signals = [load_pair(p, rate, min_samples=min_samples_for(config.metrics)) for p in pairs]
         self.n = len(self.signals)
 
     def _score_all(self, estimates) -> dict:
@@ -74,6 +77,7 @@ class SpeechEvaluation:
                 grid=grid,
                 process=process,
                 seed=self.config.seed + i,
+                spec=m.spec,
                 pad_multiple=m.pad_multiple,
                 dtype=m.dtype,
             )
