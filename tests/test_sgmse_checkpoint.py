@@ -221,7 +221,7 @@ def test_an_upstream_checkpoint_builds_the_same_network_with_its_ema_weights(tmp
     state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
     shadow = [p.detach() * 0.9 + 0.01 for p in reference.parameters()]  # an EMA unlike the live weights
     with _Upstream() as up:
-        hyper = up.AttributeDict(backbone=backbone, sde="ouve", ch_mult=list(cfg["ch_mult"]), num_res_blocks=1,
+        hyper = up.AttributeDict(backbone=backbone, sde="ouve", centered=True, ch_mult=list(cfg["ch_mult"]), num_res_blocks=1,
                                  attn_resolutions=[16], nf=16, image_size=32, data_module_cls=up.SpecsDataModule)
         torch.save({"state_dict": state, "hyper_parameters": hyper,
                     "ema": {"decay": 0.999, "num_updates": 10, "shadow_params": shadow}}, tmp_path / "m.ckpt")
@@ -368,7 +368,7 @@ def _tiny_checkpoint(path):
     state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
     with _Upstream() as up:
         hyper = up.AttributeDict(backbone="ncsnpp", sde="ouve", theta=1.5, sigma_min=0.05, sigma_max=0.5, N=30,
-                                 t_eps=0.03, nf=4, ch_mult=[1] * 7, num_res_blocks=1, attn_resolutions=[],
+                                 centered=True, t_eps=0.03, nf=4, ch_mult=[1] * 7, num_res_blocks=1, attn_resolutions=[],
                                  data_module_cls=up.SpecsDataModule)
         torch.save({"state_dict": state, "hyper_parameters": hyper}, path)
 
@@ -395,3 +395,24 @@ def test_the_schedule_study_runs_on_an_sgmse_checkpoint(tmp_path):
     base = next(r for r in rows if r["schedule"] == "base")
     assert base["sigmas"][0] == pytest.approx(float(process.sigma(torch.tensor(1.0, dtype=torch.float64))))
     assert all(r["nfe"] == 3 and math.isfinite(r["metrics"]["si_sdr"]["mean"]) for r in rows)
+
+
+def test_an_older_checkpoint_without_centered_or_nf_gets_the_settings_it_was_trained_with(tmp_path):
+    """Before 1 Nov 2022 SGMSE+'s NCSN++ defaulted to centered=False and did not save the key; the width is read
+    from the Fourier-feature weight when the file does not give it."""
+    from samplerlab.adapters.sgmse import build_sgmse_network
+
+    cfg = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32)
+    reference = _perturbed_upstream("ncsnpp", centered=False, **cfg)
+    state = collections.OrderedDict((f"dnn.{k}", v) for k, v in reference.state_dict().items())
+    with _Upstream() as up:
+        hyper = up.AttributeDict(backbone="ncsnpp", sde="ouve", ch_mult=[1, 2, 2], num_res_blocks=1,
+                                 attn_resolutions=[16], image_size=32, data_module_cls=up.SpecsDataModule)
+        torch.save({"state_dict": state, "hyper_parameters": hyper}, tmp_path / "old.ckpt")
+    net = build_sgmse_network(read_sgmse_checkpoint(tmp_path / "old.ckpt"))
+    assert not net.config.centered and net.config.nf == 16
+    x = torch.randn(2, 2, 32, 16, dtype=torch.complex64)
+    t = torch.tensor([0.2, 0.5])
+    with torch.no_grad():
+        want, got = reference(x, t), net(x, t)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))

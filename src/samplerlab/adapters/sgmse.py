@@ -156,6 +156,13 @@ def build_sgmse_network(checkpoint: SGMSECheckpoint, use_ema: bool = True):
         )
     hp = checkpoint.hyperparameters
     settings = {k: (tuple(hp[k]) if isinstance(hp[k], list) else hp[k]) for k in _NCSNPP_SETTINGS if k in hp}
+    if checkpoint.backbone == "ncsnpp" and "centered" not in hp:
+        # SGMSE+'s NCSN++ had centered=False until 1 Nov 2022 (then the default became True and was saved with
+        # the hyperparameters): a checkpoint without the key is an older one, trained with the input mapped 2x - 1
+        settings["centered"] = False
+    fourier = checkpoint.weights.get("all_modules.0.W")
+    if "nf" not in settings and fourier is not None and fourier.ndim == 1:
+        settings["nf"] = int(fourier.shape[0])  # the width, where the file does not say it: the embedding's size
     try:
         net = backbones[checkpoint.backbone](NCSNppConfig.for_backbone(checkpoint.backbone, **settings))
         net.load_state_dict(checkpoint.network_weights(use_ema), strict=True)
