@@ -283,7 +283,9 @@ def test_speech_eval_refuses_a_file_too_short_for_pesq(scored, capsys):
     [("dnsmos_ovrl", 1, "--dnsmos DIR"), ("dnsmos_p808", 1, "--dnsmos DIR"), ("nosuch", 2, "nosuch"),
      ("si_sdr,pesqq", 2, "pesqq")],
 )
-def test_speech_eval_refuses_metrics_that_cannot_run_before_scoring(metrics, status, message, scored, capsys):
+def test_speech_eval_refuses_metrics_that_cannot_run_before_scoring(metrics, status, message, scored, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setattr("samplerlab.metrics.dnsmos.bundled_model_dir", lambda: None)  # as without speechmos
     scored(_wav(NOISE))
     code = main(["speech", "eval", "--clean", "clean", "--enhanced", "enhanced", "--metrics", metrics, "--no-progress"])
     _one_line_error(code, capsys.readouterr().err, status, message)

@@ -262,7 +262,8 @@ def test_the_good_experiment_runs(workdir, capsys):
 
 
 @pytest.mark.parametrize("table, key, value, message", TOML_CASES, ids=[f"{t}.{k}={v}" for t, k, v, _ in TOML_CASES])
-def test_a_bad_experiment_file_is_refused_before_any_work(table, key, value, message, workdir, capsys):
+def test_a_bad_experiment_file_is_refused_before_any_work(table, key, value, message, workdir, capsys, monkeypatch):
+    monkeypatch.setattr("samplerlab.metrics.dnsmos.bundled_model_dir", lambda: None)  # DNSMOS as without speechmos
     (workdir / "bad.toml").write_text(_toml(table, key, value))
     before = _tree(workdir)
     status = main(["run", "bad.toml", "--out", "out", "--no-progress"])

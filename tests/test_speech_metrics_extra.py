@@ -53,12 +53,16 @@ def _expected(wav):
 
 
 def test_windows_follow_the_protocol():
+    """The DNS Challenge script's windows: 9.01 s at a 1 s hop, a short clip doubled until it is a window long,
+    window ends int((i + 9.01) * 16000) (some round down a sample and are skipped, as there)."""
     rate = 16000
-    n = int(np.ceil(WINDOW_SECONDS * rate))
-    assert len(windows(np.ones(20 * rate))) == 11  # 9.01 s windows at a 1 s hop over 20 s
+    n = int(WINDOW_SECONDS * rate)
+    ends = [int((i + WINDOW_SECONDS) * rate) for i in range(11)]  # 11 windows fit 20 s; 4 ends round down
+    assert len(windows(np.ones(20 * rate))) == sum(e - i * rate >= n for i, e in enumerate(ends)) == 7
     short = np.arange(3 * rate, dtype=np.float64)
-    (seg,) = windows(short)  # tiled to one window
-    assert seg.size == n and seg[3 * rate] == 0 and seg[-1] == short[(n - 1) % short.size]
+    segs = windows(short)  # doubled to 6 s, then 12 s: three windows
+    assert len(segs) == 3 and all(s.size == n for s in segs)
+    assert segs[0][3 * rate] == 0 and segs[1][0] == short[rate] and segs[0][-1] == short[(n - 1) % short.size]
     with pytest.raises(ValueError, match="empty"):
         windows(np.zeros(0))
 
@@ -76,7 +80,10 @@ def test_dnsmos_runs_the_model_over_windows_and_calibrates(tmp_path):
     (folder / "calibration.json").write_text(json.dumps(cal))
     scores = DNSMOS(folder)(wav)
     assert scores.calibrated
-    assert np.allclose([scores.sig, scores.bak, scores.ovrl], [2 * want[0] + 1, want[1] ** 2 + 3, 4.0], rtol=1e-5)
+    # each window mapped, then averaged (the script's order): for the quadratic one that is not the map of the mean
+    per_window = [np.mean(np.abs(s.astype(np.float64))) for s in windows(wav.astype(np.float32))]
+    bak = np.mean([b**2 + 3 for b in per_window])
+    assert np.allclose([scores.sig, scores.bak, scores.ovrl], [2 * want[0] + 1, bak, 4.0], rtol=1e-5)
     m = speech_metrics(wav, wav, ["dnsmos_ovrl", "si_sdr"], dnsmos=DNSMOS(folder))
     assert m["dnsmos_ovrl"] == pytest.approx(4.0) and m["si_sdr"] == float("inf")
     assert "dnsmos_bak" in available_metrics(DNSMOS(folder))
@@ -93,8 +100,10 @@ def test_dnsmos_errors_name_the_problem(tmp_path):
     (folder / "calibration.json").write_text(json.dumps({"sig": [1.0]}))
     with pytest.raises(ValueError, match="calibration.json: expected"):
         DNSMOS(folder)
-    with pytest.raises(MetricUnavailable, match="--dnsmos DIR"):
+    with pytest.raises(MetricUnavailable, match="pip install speechmos"):
         speech_metrics(np.ones(100), np.ones(100), ["dnsmos_sig"])
+    with pytest.raises(MetricUnavailable, match="raw outputs are not P.835 scores"):  # never shown as DNSMOS
+        speech_metrics(np.ones(100), np.ones(100), ["dnsmos_sig"], dnsmos=DNSMOS(_write_model(tmp_path / "raw")))
     with pytest.raises(ValueError, match="at 16000 Hz"):
         DNSMOS(_write_model(tmp_path / "ok"))(np.ones(100), sample_rate=8000)
 
@@ -127,15 +136,24 @@ def test_speech_eval_command_reports_dnsmos_and_says_what_it_skipped(tmp_path, c
     sf.write(tmp_path / "clean" / "a.wav", clean, 16000)
     sf.write(tmp_path / "noisy" / "a.wav", clean + 0.05 * g.standard_normal(t.size), 16000)
     model = _write_model(tmp_path / "dnsmos")
-    assert main(["speech", "eval", "--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"),
-                 "--metrics", "si_sdr,dnsmos_ovrl", "--dnsmos", str(model), "--out", str(tmp_path / "m.json")]) == 0
-    out = capsys.readouterr().out
-    assert "raw outputs" in out and "| noisy (1 files) |" in out
+    args = ["speech", "eval", "--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"),
+            "--metrics", "si_sdr,dnsmos_ovrl", "--dnsmos", str(model), "--out", str(tmp_path / "m.json")]
+    assert main(args) == 1  # an uncalibrated model's raw outputs are not reported as DNSMOS scores
+    assert "not P.835 scores" in capsys.readouterr().err
+    (model / "calibration.json").write_text(json.dumps({"sig": [1.0, 0.0], "bak": [1.0, 0.0], "ovrl": [2.0, 1.0]}))
+    assert main(args) == 0
+    assert "| noisy (1 files) |" in capsys.readouterr().out
     got = json.loads((tmp_path / "m.json").read_text())["noisy"]["dnsmos_ovrl"]["mean"]
     noisy = sf.read(tmp_path / "noisy" / "a.wav", dtype="float32")[0]
-    assert got == pytest.approx(_expected(noisy)[0][2], rel=1e-5)  # max of the window: the third output
+    assert got == pytest.approx(2 * _expected(noisy)[0][2] + 1, rel=1e-5)  # from the max of each window
     assert main(["speech", "eval", "--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy")]) == 0
-    assert "DNSMOS skipped: pass --dnsmos DIR" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    from samplerlab.metrics.dnsmos import bundled_model_dir
+
+    if bundled_model_dir() is None:
+        assert "DNSMOS skipped: pip install speechmos" in out
+    else:  # the models speechmos ships are found and used without --dnsmos
+        assert "DNSMOS OVRL (P.835)" in out or "dnsmos_ovrl" in out
 
 
 def test_slaney_mel_filters_and_p808_features():

@@ -32,22 +32,21 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..io import atomic_write_text
+    from ..metrics.dnsmos import DNSMOS, bundled_model_dir
     from ..metrics.speech import available_metrics
     from ..speech.scoring import format_scores, score_folders, scores_to_json
 
     dnsmos = None
-    if args.dnsmos:
-        from ..metrics.dnsmos import DNSMOS
-
-        dnsmos = DNSMOS(args.dnsmos)
+    if args.dnsmos or bundled_model_dir() is not None:  # a folder given, or the models speechmos ships
+        dnsmos = DNSMOS(args.dnsmos or None)
     which = csv_list(args.metrics) if args.metrics else list(available_metrics(dnsmos))
     if not args.metrics:
         if "warpq" not in which:
             print("WARP-Q skipped: it is an optional extra (pip install 'samplerlab[warpq]')")
         if dnsmos is None:
-            print("DNSMOS skipped: pass --dnsmos DIR, a folder with the DNSMOS P.835 model (sig_bak_ovr.onnx)")
-    if dnsmos is not None and dnsmos.calibration is None:
-        print(f"DNSMOS: no calibration.json in {args.dnsmos}; the scores are the network's raw outputs")
+            print("DNSMOS skipped: pip install speechmos (it ships the DNS Challenge's models), or --dnsmos DIR")
+        elif dnsmos.calibration is None:
+            print(f"DNSMOS P.835 skipped: {dnsmos.model_path} is not the official model and has no calibration.json")
     rows = score_folders(
         args.clean,
         {"noisy": args.noisy, "enhanced": args.enhanced},

@@ -136,7 +136,7 @@ class ExperimentConfig:
     files: int | None = None  # test files used (default: all)
     model: str = "gaussian"  # gaussian, a checkpoint folder from samplerlab speech train, or an SGMSE+ .ckpt
     prior: str = "utterance"  # utterance | adaptive | stationary Gaussian prior (speech.gaussian)
-    dnsmos: str = ""  # DNSMOS P.835 model folder (metrics.dnsmos), for the dnsmos_* metrics
+    dnsmos: str = ""  # DNSMOS model folder (metrics.dnsmos); "": the models the speechmos package ships
 
     @property
     def conditional(self) -> bool:
@@ -170,10 +170,10 @@ class ExperimentConfig:
         if bad:
             raise ValueError(f"unknown metrics {bad} for problem {self.problem!r}; valid: {', '.join(valid)}")
         if any(m.startswith("dnsmos_") for m in self.metrics) and not self.dnsmos:
-            raise ValueError(
-                "the dnsmos_* metrics need dnsmos = 'DIR', the folder with the DNSMOS P.835 model "
-                "(sig_bak_ovr.onnx); samplerlab downloads no weights"
-            )
+            from ..metrics.dnsmos import HOW_TO_GET, bundled_model_dir
+
+            if bundled_model_dir() is None:
+                raise ValueError(HOW_TO_GET)
         if not self.studies:
             raise ValueError("the experiment has no [[study]] blocks")
         for st in self.studies:

@@ -32,10 +32,10 @@ class SpeechEvaluation:
             self.base = self.model.process
         self.gaussian = self.model.denoiser if config.model == "gaussian" else corpus_prior(config.corpus, config.prior)
         self.dnsmos = None
-        if config.dnsmos:
+        if config.dnsmos or any(m.startswith("dnsmos_") for m in config.metrics):
             from ..metrics.dnsmos import DNSMOS
 
-            self.dnsmos = DNSMOS(config.dnsmos)
+            self.dnsmos = DNSMOS(config.dnsmos or None)  # None: the models speechmos ships
         check_metrics(config.metrics, self.dnsmos)  # fail now, not after the first cell
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
         rate = self.model.spec.sample_rate

@@ -30,13 +30,21 @@ triangles) from 0 to 8 kHz, dB relative to the window's maximum floored 80 dB be
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DNSMOS", "DNSMOSScores", "DNSMOS_METRICS", "WINDOW_SECONDS", "slaney_mel_filters", "p808_features"]
+__all__ = [
+    "DNSMOS",
+    "DNSMOSScores",
+    "DNSMOS_METRICS",
+    "WINDOW_SECONDS",
+    "slaney_mel_filters",
+    "p808_features",
+    "bundled_model_dir",
+    "OFFICIAL_P835_POLYNOMIALS",
+]
 
 WINDOW_SECONDS = 9.01
 HOP_SECONDS = 1.0
@@ -114,22 +122,56 @@ def p808_features(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray
 
 
 def windows(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
-    """The 9.01 s windows of ``wav`` at a 1 s hop; a shorter clip is tiled to exactly one window."""
-    length = math.ceil(WINDOW_SECONDS * sample_rate)
+    """The 9.01 s windows of ``wav`` as the DNS Challenge's scoring script takes them: a clip shorter than one
+    window is doubled (the whole clip appended to itself) until it is at least one window long; then
+    floor(seconds) - 9.01 + 1 windows (truncated toward 0) start at whole seconds. A 3 s clip thus becomes 12 s
+    and three windows, not one window of its tiling. The window ends are computed as int((i + 9.01) * 16000) as the script does, which rounds some down by one
+    sample; those windows are one sample short and, as in the script, skipped (a 20 s clip gives 7 of its 11)."""
+    length = int(WINDOW_SECONDS * sample_rate)
     if wav.size == 0:
         raise ValueError("DNSMOS: the recording is empty")
-    if wav.size < length:
-        wav = np.tile(wav, math.ceil(length / wav.size))[:length]
+    while wav.size < length:
+        wav = np.concatenate([wav, wav])
+    hops = int(np.floor(wav.size / sample_rate) - WINDOW_SECONDS) + 1
     hop = int(HOP_SECONDS * sample_rate)
-    starts = range(0, wav.size - length + 1, hop)
-    return [wav[s : s + length] for s in starts]
+    out = [wav[int(i * hop) : int((i + WINDOW_SECONDS) * hop)] for i in range(hops)]
+    return [w for w in out if w.size >= length]
+
+
+# The P.835 model of the DNS Challenge (sig_bak_ovr.onnx, as speechmos ships it) and the polynomials that map its
+# outputs to the listening-test scale, from the challenge's scoring script (highest degree first); a model file
+# with this SHA-256 is calibrated with them without a calibration.json.
+OFFICIAL_P835_SHA256 = "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd"
+OFFICIAL_P835_POLYNOMIALS = {
+    "sig": [-0.08397278, 1.22083953, 0.0052439],
+    "bak": [-0.13166888, 1.60915514, -0.39604546],
+    "ovrl": [-0.06766283, 1.11546468, 0.04602535],
+}
+
+
+def bundled_model_dir() -> Path | None:
+    """The DNS Challenge models shipped by the ``speechmos`` package (``pip install speechmos``), found without
+    importing it (it imports librosa); None when it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("speechmos")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "dnsmos_models"
+    return folder if (folder / "sig_bak_ovr.onnx").is_file() else None
+
+
+HOW_TO_GET = (
+    "the dnsmos_* metrics need the DNS Challenge's models: pip install speechmos (it ships them; nothing is "
+    "downloaded at run time), or give a folder with sig_bak_ovr.onnx (dnsmos = 'DIR', --dnsmos DIR)"
+)
 
 
 class DNSMOS:
     """DNSMOS P.835 from a user-supplied model folder (module docstring). ``threads``: onnxruntime's
     intra-op threads (1 by default: the metric runs beside other work on few cores)."""
 
-    def __init__(self, model_dir: str | Path, threads: int = 1):
+    def __init__(self, model_dir: str | Path | None = None, threads: int = 1):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -138,6 +180,12 @@ class DNSMOS:
             raise MetricUnavailable(
                 "DNSMOS needs onnxruntime: pip install onnxruntime (or samplerlab[speech])"
             ) from None
+        if model_dir is None:
+            model_dir = bundled_model_dir()
+            if model_dir is None:
+                from .speech import MetricUnavailable
+
+                raise MetricUnavailable(HOW_TO_GET)
         folder = Path(model_dir)
         if not folder.is_dir():
             raise ValueError(f"{folder}: no such DNSMOS model folder (it should hold sig_bak_ovr.onnx)")
@@ -160,6 +208,8 @@ class DNSMOS:
         if (folder / "model_v8.onnx").is_file() and model.name != "model_v8.onnx":
             self.p808 = ort.InferenceSession(str(folder / "model_v8.onnx"), options, providers=["CPUExecutionProvider"])
         self.calibration = self._calibration(folder / "calibration.json")
+        if self.calibration is None and _sha256(model) == OFFICIAL_P835_SHA256:
+            self.calibration = {k: np.asarray(v) for k, v in OFFICIAL_P835_POLYNOMIALS.items()}
 
     @staticmethod
     def _calibration(path: Path) -> dict[str, np.ndarray] | None:
@@ -195,12 +245,19 @@ class DNSMOS:
                 p808.append(
                     float(np.asarray(self.p808.run(None, {self.p808.get_inputs()[0].name: feats})[0]).reshape(-1)[0])
                 )
-        scores = np.mean(raw, axis=0)
-        if self.calibration is not None:
-            scores = np.array([np.polyval(self.calibration[k], s) for k, s in zip(_KEYS, scores)])
+        raw = np.asarray(raw)
+        if self.calibration is not None:  # each window mapped, then averaged (as the challenge's script does)
+            raw = np.stack([np.polyval(self.calibration[k], raw[:, j]) for j, k in enumerate(_KEYS)], axis=1)
+        scores = raw.mean(axis=0)
         return DNSMOSScores(
             *map(float, scores),
             windows=len(segs),
             calibrated=self.calibration is not None,
             p808=float(np.mean(p808)) if p808 else None,
         )
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

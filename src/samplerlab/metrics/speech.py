@@ -98,10 +98,12 @@ def check_metrics(which, dnsmos=None) -> None:
     if missing:
         hints = []
         if any(m.startswith("dnsmos_") for m in missing):
-            hints.append(
-                "the dnsmos_* scores need a DNSMOS model folder (sig_bak_ovr.onnx, and model_v8.onnx for "
-                "dnsmos_p808): pass --dnsmos DIR"
-            )
+            from .dnsmos import HOW_TO_GET
+
+            if dnsmos is not None and dnsmos.calibration is None:
+                hints.append(_UNCALIBRATED.format(name="the P.835 scores", path=dnsmos.model_path))
+            else:
+                hints.append(HOW_TO_GET + " (and model_v8.onnx for dnsmos_p808)")
         if "warpq" in missing:
             hints.append("WARP-Q needs pip install 'samplerlab[warpq]'")
         if {"pesq", "stoi", "estoi"} & set(missing):
@@ -154,6 +156,12 @@ def warpq(reference, estimate, sample_rate: int = 16000) -> float:
     return float(result["raw_warpq_score"])
 
 
+_UNCALIBRATED = (
+    "{name}: {path} is not the DNS Challenge's P.835 model and has no calibration.json beside it; its raw "
+    "outputs are not P.835 scores and samplerlab does not report them as such (add calibration.json, or use "
+    "the official model: pip install speechmos)"
+)
+
 _FUNCS = {"pesq": pesq_wb, "stoi": stoi, "estoi": estoi, "si_sdr": si_sdr, "warpq": warpq}
 
 
@@ -167,7 +175,9 @@ def available_metrics(dnsmos=None) -> tuple[str, ...]:
     except MetricUnavailable:
         pass
     if dnsmos is not None:
-        out += ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"] + (["dnsmos_p808"] if dnsmos.p808 is not None else [])
+        # P.835 scores only from a calibrated model: raw network outputs are never reported under their names
+        out += ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"] if dnsmos.calibration is not None else []
+        out += ["dnsmos_p808"] if dnsmos.p808 is not None else []
     return tuple(out)
 
 
@@ -184,10 +194,11 @@ def speech_metrics(
     for name in which:
         if name.startswith("dnsmos_"):
             if dnsmos is None:
-                raise MetricUnavailable(
-                    f"{name} needs a DNSMOS model folder (sig_bak_ovr.onnx from the DNS Challenge): "
-                    "pass --dnsmos DIR (or dnsmos=DNSMOS(DIR))"
-                )
+                from .dnsmos import HOW_TO_GET
+
+                raise MetricUnavailable(f"{name}: {HOW_TO_GET} (in the API: dnsmos=DNSMOS())")
+            if name != "dnsmos_p808" and dnsmos.calibration is None:
+                raise MetricUnavailable(_UNCALIBRATED.format(name=name, path=dnsmos.model_path))
             dnsmos_scores = dnsmos_scores or dnsmos(estimate, sample_rate).as_metrics()
             if name not in dnsmos_scores:
                 raise MetricUnavailable(f"{name} needs model_v8.onnx (DNSMOS P.808) in the DNSMOS model folder")
