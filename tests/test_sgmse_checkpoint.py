@@ -4,6 +4,7 @@ in older files) load in plain torch with nothing executed; a crafted pickle is r
 nothing; the EMA list gets its names."""
 
 import collections
+import importlib.util
 import math
 import os
 import pickle
@@ -277,7 +278,7 @@ class _PerfectSGMSENet(torch.nn.Module):
 def test_the_sqrt2_convention_recovers_the_exact_denoiser():
     """A perfect SGMSE+ network wrapped by samplerlab gives exactly the exact model's D at every level: with
     the noise per complex number and its score at half the real gradient, D = u + 2 s sigma^2 S."""
-    from samplerlab.adapters.sgmse import SGMSEScoreDenoiser, sgmse_process
+    from samplerlab.adapters.sgmse import SGMSEScore, SGMSEScoreDenoiser, sgmse_process
     from samplerlab.problems import make_conditional_problem
 
     joint = make_conditional_problem("ouve-gmm").joint  # 16-D: a (2, 4, 2) spectrogram of Re and Im
@@ -285,7 +286,7 @@ def test_the_sqrt2_convention_recovers_the_exact_denoiser():
     x0, y = joint.sample(6, torch.Generator().manual_seed(0))
     process = sgmse_process({"theta": 1.5, "sigma_min": 0.05, "sigma_max": 0.5, "t_eps": 0.03})
     net = _PerfectSGMSENet(exact, (2, 4, 2))
-    wrapped = SGMSEScoreDenoiser(net, process)
+    wrapped = SGMSEScoreDenoiser(SGMSEScore(net, {}), process)
     y4 = y.reshape(6, 2, 4, 2)
     for t in (0.03, 0.2, 0.6, 1.0):
         sigma = float(process.sigma(torch.tensor(t, dtype=torch.float64)))
@@ -415,4 +416,63 @@ def test_an_older_checkpoint_without_centered_or_nf_gets_the_settings_it_was_tra
     t = torch.tensor([0.2, 0.5])
     with torch.no_grad():
         want, got = reference(x, t), net(x, t)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+def _import_upstream_score_model():
+    """sgmse.model.ScoreModel with its training-only imports stubbed (Lightning, torchaudio, torch_ema,
+    torch_pesq are not installed: they would pull CUDA builds); only its forward and c_in / c_out / c_skip run."""
+    stubs = {"pytorch_lightning": {"LightningModule": torch.nn.Module}, "torchaudio": {"load": None},
+             "torch_ema": {"ExponentialMovingAverage": None}, "torch_pesq": {"PesqLoss": None}}
+    if importlib.util.find_spec("librosa") is None:
+        stubs["librosa"] = {"resample": None}
+    saved = {name: sys.modules.get(name) for name in stubs}
+    try:
+        for name, members in stubs.items():
+            module = types.ModuleType(name)
+            for attr, value in members.items():
+                setattr(module, attr, value)
+            sys.modules[name] = module
+        with unittest.mock.patch("torch.cuda.is_available", return_value=False):
+            import sgmse.model as model
+        return model.ScoreModel
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+        sys.modules.pop("sgmse.model", None)
+
+
+@pytest.mark.parametrize("hp", [
+    dict(c_in="edm", c_out="edm", c_skip="edm", loss_type="score_matching", network_scaling=None),
+    dict(c_in="1", c_out="1/sigma", c_skip="0", loss_type="score_matching", network_scaling="1/t"),
+    dict(c_in="edm", c_out="1", c_skip="0", loss_type="denoiser", network_scaling="1/sigma"),
+])
+def test_the_v2_score_matches_the_upstream_score_model(hp):
+    """ncsnpp_v2's EDM-style scaling around the network, against SGMSE+'s ScoreModel.forward."""
+    from samplerlab.adapters.sgmse import SGMSEScore
+    from samplerlab.nets.ncsnpp import NCSNppConfig, NCSNppV2
+
+    score_model = _import_upstream_score_model()
+    sdes = pytest.importorskip("sgmse.sdes")
+    cfg = dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(16,), image_size=32)
+    reference = _perturbed_upstream("ncsnpp_v2", **cfg)
+    upstream = score_model.__new__(score_model)
+    torch.nn.Module.__init__(upstream)
+    upstream.dnn, upstream.backbone = reference, "ncsnpp_v2"
+    upstream.sde = sdes.OUVESDE(theta=1.5, sigma_min=0.05, sigma_max=0.5, N=30)
+    upstream.sigma_data = 0.1
+    for key, value in hp.items():
+        setattr(upstream, key, value)
+    mine = NCSNppV2(NCSNppConfig.for_backbone("ncsnpp_v2", **cfg)).eval()
+    mine.load_state_dict(reference.state_dict())
+    score = SGMSEScore(mine, {"theta": 1.5, "sigma_min": 0.05, "sigma_max": 0.5, "sigma_data": 0.1, **hp})
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 1, 32, 16, dtype=torch.complex64, generator=g)
+    y = torch.randn(2, 1, 32, 16, dtype=torch.complex64, generator=g)
+    t = torch.tensor([0.1, 0.7])
+    with torch.no_grad():
+        want, got = upstream(x, y, t), score(x, y, t)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))

@@ -37,6 +37,7 @@ __all__ = [
     "read_sgmse_checkpoint",
     "build_sgmse_network",
     "sgmse_process",
+    "SGMSEScore",
     "SGMSEScoreDenoiser",
 ]
 
@@ -204,21 +205,77 @@ def _channels_to_complex(x: Tensor) -> Tensor:
     return torch.complex(x[:, :1], x[:, 1:2])
 
 
-class SGMSEScoreDenoiser:
-    """D(u_hat, sigma; y) of an SGMSE+ score network (backbones ncsnpp, ncsnpp_48k), on samplerlab's OUVE
-    residual u = x - y in real channels [Re, Im] (``sgmse_process``).
+class SGMSEScore:
+    """SGMSE+'s score S(x, y, t) of a checkpoint's network on complex (B, 1, F, T) spectrograms, as its
+    ScoreModel computes it (Richter et al. 2023; Richter, de Oliveira & Gerkmann 2024 for ``ncsnpp_v2``):
 
-    With t = t(sigma), s = e^{-theta t} and x = y + s u_hat, the network gives SGMSE+'s score
-    S = -net([x, y], t). SGMSE+ trains S on the complex noise: S ~ -z / std with x = mean + std z, so
-    mean_hat = x + std^2 S (Tweedie in its convention), i.e. S is *half* the gradient of log p with respect
-    to the real and imaginary parts (each has variance std^2 / 2). In samplerlab's variables std^2 = 2 s^2
-    sigma^2, and D = E[u_0 | u_hat] = (mean_hat - y) / s:
+    - ncsnpp, ncsnpp_48k: S = -net([x, y], t);
+    - ncsnpp_v2: F = net(c_in x, c_in y, t), optionally divided by std(t) or t (``network_scaling``), then
+      S = c_skip x + c_out F (loss "score_matching") or S = (F - x) / std^2 (loss "denoiser"), with
+      c_in in {1, 1 / sqrt(std^2 + sigma_data^2)}, c_out in {1, std, 1 / std, std sigma_data / sqrt(...)},
+      c_skip in {0, sigma_data^2 / (std^2 + sigma_data^2)} (EDM's, Karras et al. 2022 Table 1, on SGMSE+'s
+      std(t) of the complex noise)."""
+
+    def __init__(self, net, hyperparameters: dict):
+        hp = hyperparameters
+        self.net = net
+        self.v2 = net.__class__.__name__ == "NCSNppV2"
+        self.theta, self.sigma_min = float(hp.get("theta", 1.5)), float(hp.get("sigma_min", 0.05))
+        self.sigma_max = float(hp.get("sigma_max", 0.5))
+        self.c_in, self.c_out, self.c_skip = (
+            str(hp.get(k, d)) for k, d in (("c_in", "1"), ("c_out", "1"), ("c_skip", "0"))
+        )
+        self.sigma_data = float(hp.get("sigma_data", 0.1))
+        self.network_scaling = hp.get("network_scaling")
+        self.loss_type = str(hp.get("loss_type", "score_matching"))
+        choices = {
+            "c_in": ("1", "edm"),
+            "c_out": ("1", "sigma", "1/sigma", "edm"),
+            "c_skip": ("0", "edm"),
+            "loss_type": ("score_matching", "denoiser"),
+            "network_scaling": (None, "1/sigma", "1/t"),
+        }
+        for key, valid in choices.items():
+            if self.v2 and getattr(self, key) not in valid:
+                raise ValueError(f"SGMSE+ {key} = {getattr(self, key)!r} is not one samplerlab runs; valid: {valid}")
+
+    def __call__(self, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+        if not self.v2:
+            return -self.net(torch.cat([x, y], dim=1), t)
+        std = sgmse_std(t, self.theta, self.sigma_min, self.sigma_max)[:, None, None, None]
+        sd = self.sigma_data
+        c_in = 1.0 if self.c_in == "1" else 1.0 / torch.sqrt(std**2 + sd**2)
+        f = self.net(c_in * x, c_in * y, t)
+        if self.network_scaling == "1/sigma":
+            f = f / std
+        elif self.network_scaling == "1/t":
+            f = f / t[:, None, None, None]
+        if self.loss_type == "denoiser":
+            return (f - x) / std**2
+        c_out = {"1": 1.0, "sigma": std, "1/sigma": 1.0 / std, "edm": std * sd / torch.sqrt(sd**2 + std**2)}[self.c_out]
+        c_skip = 0.0 if self.c_skip == "0" else sd**2 / (std**2 + sd**2)
+        return c_skip * x + c_out * f
+
+
+class SGMSEScoreDenoiser:
+    """D(u_hat, sigma; y) of an SGMSE+ score model (``SGMSEScore``) on samplerlab's OUVE residual
+    u = x - y in real channels [Re, Im] (``sgmse_process``).
+
+    With t = t(sigma), s = e^{-theta t} and x = y + s u_hat, S = score(x, y, t) is SGMSE+'s score, trained
+    on the complex noise: S ~ -z / std with x = mean + std z, so mean_hat = x + std^2 S (Tweedie in its
+    convention), i.e. S is *half* the gradient of log p with respect to the real and imaginary parts (each
+    has variance std^2 / 2). In samplerlab's variables std^2 = 2 s^2 sigma^2, and D = E[u_0 | u_hat] =
+    (mean_hat - y) / s:
 
         D(u_hat, sigma; y) = u_hat + 2 s sigma^2 S.
     """
 
-    def __init__(self, net, process: OUVE):
-        self.net, self.process = net, process
+    def __init__(self, score, process: OUVE):
+        self.score, self.process = score, process
+
+    @property
+    def net(self):
+        return getattr(self.score, "net", self.score)
 
     @property
     def dtype(self):
@@ -230,7 +287,7 @@ class SGMSEScoreDenoiser:
         t = self.process.t_of_sigma(sigma)
         s = self.process.s(t).reshape(b, 1, 1, 1)
         x = y + s * u_hat
-        score = -self.net(torch.cat([_channels_to_complex(x), _channels_to_complex(y)], dim=1), t)
+        score = self.score(_channels_to_complex(x), _channels_to_complex(y), t)
         score = torch.cat([score.real, score.imag], dim=1).to(u_hat.dtype)
         return u_hat + 2 * s * sigma.reshape(b, 1, 1, 1) ** 2 * score
 

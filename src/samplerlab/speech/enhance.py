@@ -99,11 +99,15 @@ def load_enhancement_model(
 def _sgmse_model(path) -> EnhancementModel:
     """A published SGMSE+ checkpoint (``adapters.sgmse``): its NCSN++ with the EMA weights behind the denoiser
     contract, on its OUVE process in samplerlab's per-real-channel convention, with its STFT settings."""
-    from ..adapters.sgmse import SGMSEScoreDenoiser, build_sgmse_network, read_sgmse_checkpoint, sgmse_process
+    from ..adapters.sgmse import (
+        SGMSEScore,
+        SGMSEScoreDenoiser,
+        build_sgmse_network,
+        read_sgmse_checkpoint,
+        sgmse_process,
+    )
 
     checkpoint = read_sgmse_checkpoint(path)
-    if checkpoint.backbone == "ncsnpp_v2":
-        raise ValueError(f"{path}: ncsnpp_v2 models (EDM-scaled score) are not sampled by samplerlab yet")
     if str(checkpoint.sde).lower() not in ("ouve", "ouvesde"):
         raise ValueError(f"{path}: SDE {checkpoint.sde!r}; samplerlab samples SGMSE+'s OUVE models")
     hp = checkpoint.hyperparameters
@@ -117,8 +121,12 @@ def _sgmse_model(path) -> EnhancementModel:
     )
     process = sgmse_process(hp)
     levels = len(net.config.ch_mult)
+    try:
+        score = SGMSEScore(net, hp)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     return EnhancementModel(
-        SGMSEScoreDenoiser(net, process), 2 ** (levels - 1), torch.float32, f"the SGMSE+ model {path}", process, spec
+        SGMSEScoreDenoiser(score, process), 2 ** (levels - 1), torch.float32, f"the SGMSE+ model {path}", process, spec
     )
 
 
@@ -187,7 +195,7 @@ def enhance_literal(
     if not isinstance(denoiser, SGMSEScoreDenoiser):
         raise ValueError(f"{LITERAL} runs SGMSE+ checkpoints (--model FILE.ckpt), not {model.label}")
     start = time.perf_counter()
-    spec, process, net = model.spec, denoiser.process, denoiser.net
+    spec, process, score = model.spec, denoiser.process, denoiser.score
     wav, peak = _normalised(noisy, spec, model.pad_multiple)
     y = wav_to_spec(wav, spec).to(torch.complex64)[None, None]  # (1, 1, F, T)
     noise = SampleNoise([seed], dtype=torch.float32)
@@ -198,7 +206,7 @@ def enhance_literal(
 
     with torch.no_grad():
         x, nfe = sgmse_literal_pc(
-            lambda x, y_, t: -net(torch.cat([x, y_], dim=1), t),
+            score,
             y,
             theta=process.theta,
             sigma_min=process.sigma_lo * SQRT2,  # SGMSE+'s own (complex-noise) sigma range
