@@ -383,6 +383,44 @@ def test_runner_enhances_a_speech_corpus_and_resumes(corpus, tmp_path):
     dnsmos_module.bundled_model_dir = dnsmos_module_bundled
 
 
+@needs_espeak
+def test_shared_cells_are_computed_once_and_tables_pair_files(corpus, tmp_path):
+    """Two experiments with the same baseline compute it once; the tables pair every configuration with the
+    study's baseline file by file (mean difference, bootstrap interval, share of files improved)."""
+    from samplerlab.experiments.config import ExperimentConfig, StudyConfig
+    from samplerlab.experiments.runner import run_experiment
+    from samplerlab.experiments.tables import paired_difference
+
+    solver = "pc:corrector=annealed-langevin:snr=0.5"
+    config = ExperimentConfig(name="pairs", problem="speech", process="ouve", corpus=str(corpus), files=3,
+                              metrics=["si_sdr"],
+                              studies=[StudyConfig("a", [solver], ["base", "ve"], steps=[3]),
+                                       StudyConfig("b", [solver], ["base", "vp"], steps=[3])])
+    summary = run_experiment(config, tmp_path / "run", progress=False)
+    assert summary["cells"] == 4 and summary["computed"] == 3 and summary["shared"] == 1
+    lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    base_a, base_b = (next(r for r in lines if r["key"] == f"{s} | {solver} | base | none | steps=3") for s in "ab")
+    assert base_b["shared_from"] == base_a["key"] and base_b["metrics"] == base_a["metrics"]
+    text = (tmp_path / "run" / "tables.md").read_text()
+    assert f"Paired against {solver} / base / none" in text
+    ve = next(r for r in lines if "| ve |" in r["key"])
+    p = paired_difference(base_a["metrics"]["si_sdr"]["values"], ve["metrics"]["si_sdr"]["values"], +1)
+    assert f"{p['mean']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" in text
+    assert run_experiment(config, tmp_path / "run", progress=False)["computed"] == 0
+
+
+def test_paired_difference_on_known_numbers():
+    from samplerlab.experiments.tables import paired_difference
+
+    base, other = [1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 5.0, 3.0]  # differences +1, 0, +2, -1
+    p = paired_difference(base, other, +1)
+    assert p["mean"] == pytest.approx(0.5) and p["improved"] == pytest.approx((1 + 0.5 + 1 + 0) / 4)
+    assert p["low"] < 0.5 < p["high"] and -1 <= p["low"] and p["high"] <= 2
+    assert paired_difference(base, other, -1)["improved"] == pytest.approx((0 + 0.5 + 0 + 1) / 4)  # lower is better
+    same = paired_difference(base, [b + 1 for b in base], +1)
+    assert same["low"] == same["high"] == 1.0 and same["improved"] == 1.0
+
+
 # -- the trainable score network ------------------------------------------------------------------------
 
 @needs_espeak

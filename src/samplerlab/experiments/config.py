@@ -303,6 +303,11 @@ class Cell:
     def config_label(self) -> str:
         return f"{self.solver} / {self.schedule} / {self.transform}"
 
+    @property
+    def work_key(self) -> str:
+        """What the cell computes, whichever study lists it: cells with the same work key share one result."""
+        return self.key.split(" | ", 1)[1]
+
 
 def cells_of(config: ExperimentConfig) -> list[Cell]:
     out = []

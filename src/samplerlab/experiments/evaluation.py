@@ -25,10 +25,14 @@ from .config import DTYPES, ExperimentConfig
 __all__ = ["summary", "AnalyticEvaluation"]
 
 
-def summary(values: Tensor) -> dict:
-    """mean, std (0 for one value) and count of per-sample values."""
+def summary(values: Tensor, keep: bool = False) -> dict:
+    """mean, std (0 for one value) and count of per-sample values; ``keep``: the values too (per file, for the
+    paired statistics of the speech tables)."""
     v = values.to(torch.float64)
-    return {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0, "n": int(len(v))}
+    out = {"mean": float(v.mean()), "std": float(v.std()) if len(v) > 1 else 0.0, "n": int(len(v))}
+    if keep:
+        out["values"] = [float(a) for a in v]
+    return out
 
 
 class AnalyticEvaluation:

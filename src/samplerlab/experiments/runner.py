@@ -95,8 +95,11 @@ def _run(config, out_dir: Path, rank: int, world: int, progress: bool, on_cell) 
     done = read_results(results_path)
     cells = cells_of(config)
     unfinished = [c for c in cells if c.key not in done]
+    # a configuration that several studies list (e.g. each experiment's baseline) is computed once
+    computed = {_work_key(rec): rec for rec in done.values() if "key" in rec}
+    distinct = list({c.work_key: c for c in reversed(unfinished) if c.work_key not in computed}.values())[::-1]
     barrier()  # every rank must split the same list: read before anyone writes
-    todo = unfinished[rank::world]
+    todo = distinct[rank::world]
     own_path = shard_path(results_path, rank, world)
     base = make_process(config.process, **config.process_params)
     evaluation = SpeechEvaluation(config, base) if config.speech else AnalyticEvaluation(config, base)
@@ -122,7 +125,29 @@ def _run(config, out_dir: Path, rank: int, world: int, progress: bool, on_cell) 
         if rank != 0:
             return {**counts, "files": []}
         done = read_results(results_path)
+    shared = _share_results(cells, done, own_path)
+    counts["shared"] = shared
     return {**counts, "files": write_report(config, cells, done, evaluation.baselines(), out_dir)}
+
+
+def _work_key(record: dict) -> str:
+    return record["key"].split(" | ", 1)[1]
+
+
+def _share_results(cells: list[Cell], done: dict, path) -> int:
+    """Record, for every cell still without a result, the result of the same configuration in another study."""
+    by_work = {_work_key(rec): rec for rec in done.values() if "key" in rec}
+    shared = 0
+    for cell in cells:
+        if cell.key in done or cell.work_key not in by_work:
+            continue
+        source = by_work[cell.work_key]
+        result = {k: v for k, v in source.items() if k not in ("key", "shared_from", *Cell.__dataclass_fields__)}
+        record = {"key": cell.key, **dataclasses.asdict(cell), **result, "shared_from": source["key"]}
+        append_record(path, record)
+        done[cell.key] = record
+        shared += 1
+    return shared
 
 
 def write_report(config: ExperimentConfig, cells: list[Cell], done: dict, baselines: dict, out_dir: Path) -> list[Path]:

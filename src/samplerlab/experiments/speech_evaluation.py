@@ -47,7 +47,7 @@ class SpeechEvaluation:
             speech_metrics(clean, est, self.config.metrics, dnsmos=self.dnsmos)
             for (clean, _), est in zip(self.signals, estimates)
         ]
-        return {m: summary(torch.tensor([p[m] for p in per])) for m in self.config.metrics}
+        return {m: summary(torch.tensor([p[m] for p in per]), keep=True) for m in self.config.metrics}
 
     def baselines(self) -> dict[str, dict]:
         from ..speech.frontend import spec_to_wav, wav_to_spec
