@@ -213,6 +213,7 @@ def calibrate(
                     state_path=stage_state,
                     state_key=f"{key}|{stage.value}",
                     progress=bar,
+                    sw2_reference=baseline_val.sw2,
                 )
                 start, shifts, used = learned.grid, learned.model_sigmas, used + learned.evaluations
             learned.evaluations, learned.initial_validation = used, baseline_val

@@ -144,6 +144,7 @@ def learn(
     check_every: int = 50,
     patience: int = 8,
     sw2_limit: float = 1.1,
+    sw2_reference: float | None = None,
     state_path: str | Path | None = None,
     state_key: str = "",
     progress=None,
@@ -186,6 +187,8 @@ def learn(
         return score(run_sampler(target, teacher, run_solver, grid, shifts), teacher)
 
     initial = scores_on(validation, theta0)
+    # the distribution guard's reference: the caller's (the baseline grid, across stages) or this start's
+    reference_sw2 = initial.sw2 if sw2_reference is None else sw2_reference
     state = {
         "key": state_key,
         "evaluations": 0,
@@ -219,7 +222,7 @@ def learn(
             state["trace"].append(
                 {"evaluations": state["evaluations"], "fit_rms": best["fit"], "val_rms": val.rms, "val_sw2": val.sw2}
             )
-            if val.rms < state["best_rms"] and val.sw2 <= sw2_limit * initial.sw2:
+            if val.rms < state["best_rms"] and val.sw2 <= sw2_limit * reference_sw2:
                 state.update(best_theta=theta.tolist(), best_rms=val.rms, best_sw2=val.sw2)
                 checks_without_gain[0] = 0
             else:
