@@ -348,7 +348,7 @@ def test_example_speech_study_file_is_valid():
     from samplerlab.experiments.config import cells_of, load_experiment
 
     config = load_experiment(Path(__file__).parent.parent / "examples" / "sgmse_speech_study.toml")
-    assert config.speech and config.metrics == ["pesq", "estoi", "si_sdr"]
+    assert config.speech and config.metrics == ["pesq", "stoi", "estoi", "si_sdr"]
     assert len({c.transform for c in cells_of(config)}) == 8 and {c.steps for c in cells_of(config)} == {10, 15, 30}
 
 
