@@ -406,6 +406,7 @@ def test_shared_cells_are_computed_once_and_tables_pair_files(corpus, tmp_path):
     ve = next(r for r in lines if "| ve |" in r["key"])
     p = paired_difference(base_a["metrics"]["si_sdr"]["values"], ve["metrics"]["si_sdr"]["values"], +1)
     assert f"{p['mean']:+.3f} [{p['low']:+.3f}, {p['high']:+.3f}]" in text
+    assert (tmp_path / "run" / "a-paired.png").read_bytes()[:4] == b"\x89PNG"
     assert run_experiment(config, tmp_path / "run", progress=False)["computed"] == 0
 
 
