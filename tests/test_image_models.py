@@ -95,7 +95,10 @@ def test_image_training_resumes_exactly_with_dropout(tmp_path, digits):
     for p, q in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
         assert torch.equal(p, q)
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
-    assert steps == [2, 4, 6, 8] and json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[1])["loss"] != 123.0
+    # logged from step 1 (a short run has a log), then every log_every steps; the stale line was replaced
+    assert steps == [1, 2, 4, 6, 8] and json.loads((tmp_path / "b" / "log.jsonl").read_text().splitlines()[2])["loss"] != 123.0
+    seconds = [json.loads(line)["seconds"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert seconds == sorted(seconds)  # cumulative across the resume, not restarted from 0
     model, meta = load_checkpoint(tmp_path / "b")
     assert meta["shape"] == [1, 8, 8] and meta["num_classes"] == 10
     assert isinstance(model.net, UNet)

@@ -57,6 +57,32 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
         load_checkpoint(tmp_path / "empty")
 
 
+def test_ctrl_c_keeps_every_finished_step_and_the_run_resumes_exactly(tmp_path, capsys):
+    """Ctrl-C (SIGINT) ends a run at the end of the step it arrives in and checkpoints it, though the next
+    scheduled checkpoint is far away; rerunning the same call continues exactly like an uninterrupted run."""
+    import os
+    import signal
+
+    data = make_toy("moons", 512, seed=0).float()
+    labels = (data[:, 0] > 0).long()
+    cfg = TrainConfig(steps=30, batch_size=32, warmup=5, checkpoint_every=1000, log_every=1, hidden=32, depth=2)
+    straight, _ = train(data, cfg, tmp_path / "a", labels=labels)
+
+    def press_ctrl_c(record):
+        if record["step"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, cfg, tmp_path / "b", labels=labels, log=press_ctrl_c)
+    assert "interrupted after step 7; rerun the same command" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 7
+    resumed, meta = train(data, cfg, tmp_path / "b", labels=labels)
+    assert meta["step"] == 30
+    for p, q in zip(straight.net.state_dict().values(), resumed.net.state_dict().values()):
+        assert torch.equal(p, q)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
 def test_a_short_training_run_learns_the_toy(tmp_path):
     data = make_toy("ring", 4096, seed=0).float()
     cfg = TrainConfig(steps=1500, batch_size=256, warmup=50, checkpoint_every=10_000, hidden=96, depth=3,

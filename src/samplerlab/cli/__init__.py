@@ -59,7 +59,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (default: $SAMPLERLAB_THREADS or 1; more oversubscribes 2-core machines)",
+        help="torch threads (default: $SAMPLERLAB_THREADS, else 1, and all usable cores for the training "
+        "commands, which own the machine; more than the free cores oversubscribes)",
     )
     parser.add_argument(
         "--debug",

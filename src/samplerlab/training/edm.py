@@ -23,6 +23,9 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +164,31 @@ def _state_tensors(net, ema, opt, data_rng, noise_rng) -> dict[str, Tensor]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["rng.cuda"] = torch.cuda.get_rng_state()
     return out
+
+
+class _DeferredInterrupt:
+    """Within the block, the first Ctrl-C (SIGINT) only sets ``requested`` (the loop finishes its step, saves and
+    stops: no step is half done in a checkpoint); a second one interrupts at once. Outside the main thread (no
+    signal handlers there) it does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 def _save(out_dir: Path, step: int, tensors: dict, meta: dict) -> None:
@@ -328,6 +356,7 @@ def _train(data, config, out_dir, labels, stop_after, progress, log, on_checkpoi
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         step, losses = prev["step"], prev["losses"]
         meta["losses"] = losses
+        meta["seconds"] = float(prev.get("seconds", 0.0))  # training time before this run, for cumulative logs
     jsonl = _JsonlLog(out_dir / "log.jsonl", step) if rank == 0 else None
     loss_fn = EDMLoss(config.p_mean, config.p_std, config.sigma_data, config.sigma_distribution)
     model = net
@@ -345,50 +374,78 @@ def _train(data, config, out_dir, labels, stop_after, progress, log, on_checkpoi
 
         bar = tqdm(total=config.steps, initial=step, desc="train", unit="step")
     done_here = 0
-    start = time.perf_counter()
+    start, before = time.perf_counter(), float(meta.get("seconds", 0.0))
+
+    def elapsed() -> float:
+        """Training seconds over every run of this folder (a resumed run goes on counting)."""
+        return round(before + time.perf_counter() - start, 3)
+
     net.train()
-    while step < config.steps and (stop_after is None or done_here < stop_after):
-        # every rank draws the whole global batch from the same generators and keeps its slice
-        x0, cond = source.draw(config.batch_size, data_rng)
-        cond = {k: v[mine].to(device) for k, v in cond.items()}
-        sigma, noise = loss_fn.draw((config.batch_size, *shape), noise_rng)
-        for group in opt.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = loss_fn.weighted(
-                denoiser, x0[mine].to(device), sigma[mine].to(device), noise[mine].to(device), **cond
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-        opt.step()
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(p, 1 - config.ema_decay)
-        loss = all_reduce_mean(loss)  # the logged loss is the global batch's
-        step += 1
-        done_here += 1
-        losses.append(float(loss.detach()))
+    saved = step
+    interrupted = _DeferredInterrupt()  # Ctrl-C ends the run at the end of the step it arrives in
+    with interrupted:
+        while step < config.steps and (stop_after is None or done_here < stop_after):
+            # every rank draws the whole global batch from the same generators and keeps its slice
+            x0, cond = source.draw(config.batch_size, data_rng)
+            cond = {k: v[mine].to(device) for k, v in cond.items()}
+            sigma, noise = loss_fn.draw((config.batch_size, *shape), noise_rng)
+            for group in opt.param_groups:
+                group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = loss_fn.weighted(
+                    denoiser, x0[mine].to(device), sigma[mine].to(device), noise[mine].to(device), **cond
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            opt.step()
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(p, 1 - config.ema_decay)
+            loss = all_reduce_mean(loss)  # the logged loss is the global batch's
+            step += 1
+            done_here += 1
+            losses.append(float(loss.detach()))
+            if bar:
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                bar.update(1)
+            # logged from the first step, every log_every steps and at the last, so a short run has a log too; each
+            # line averages the steps since the previous scheduled line (the same lines whether resumed or not)
+            if rank == 0 and (step % config.log_every == 0 or step == 1 or step == config.steps):
+                first = (
+                    step - config.log_every
+                    if step % config.log_every == 0
+                    else (step // config.log_every) * config.log_every
+                )
+                tail = losses[max(first, 0) : step] if step > 1 else losses[:1]
+                record = {
+                    "step": step,
+                    "loss": sum(tail) / len(tail),
+                    "lr": opt.param_groups[0]["lr"],
+                    "seconds": elapsed(),
+                }
+                jsonl.write(record)
+                if log:
+                    log(record)
+            if step % config.checkpoint_every == 0 or step == config.steps or (stop_after and done_here == stop_after):
+                if rank == 0:
+                    meta["seconds"] = elapsed()
+                    _save(out_dir, step, _state_tensors(net, ema, opt, data_rng, noise_rng), meta)
+                    saved = step
+                    if on_checkpoint:
+                        ema.eval()
+                        on_checkpoint(step, EDMPrecond(ema, config.sigma_data))
+            if interrupted.requested:
+                break
+    if interrupted.requested:
+        # keep the steps made since the last checkpoint (one process: several would have to agree first)
+        if rank == 0 and world == 1 and step > saved:
+            meta["seconds"] = elapsed()
+            _save(out_dir, step, _state_tensors(net, ema, opt, data_rng, noise_rng), meta)
         if bar:
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            bar.update(1)
-        if step % config.log_every == 0 and rank == 0:
-            tail = losses[-config.log_every :]
-            record = {
-                "step": step,
-                "loss": sum(tail) / len(tail),
-                "lr": opt.param_groups[0]["lr"],
-                "seconds": round(time.perf_counter() - start, 3),
-            }
-            jsonl.write(record)
-            if log:
-                log(record)
-        if step % config.checkpoint_every == 0 or step == config.steps or (stop_after and done_here == stop_after):
-            if rank == 0:
-                _save(out_dir, step, _state_tensors(net, ema, opt, data_rng, noise_rng), meta)
-                if on_checkpoint:
-                    ema.eval()
-                    on_checkpoint(step, EDMPrecond(ema, config.sigma_data))
+            bar.close()
+        print(f"interrupted after step {step}; rerun the same command to resume from it", file=sys.stderr)
+        raise KeyboardInterrupt
     if bar:
         bar.close()
     ema.eval()
