@@ -170,6 +170,7 @@ def calibrate(
                 f"{solver.describe()} has no coefficients to calibrate; dpm-solver++ and dpm-solver:multistep=true "
                 "(order 2) have"
             ) from None
+    model_id = fingerprint(target.denoiser)  # hashes every weight: once per calibration
     if teachers is None:
         teachers = tuple(solve_teacher(target, s, teacher_rtol) for s in (seeds.fit, seeds.validation, seeds.test))
     fit, validation, test = teachers
@@ -188,7 +189,7 @@ def calibrate(
             val = score(run_sampler(target, validation, solver, found.grid), validation)
             learned = LearnedSampler(found.grid, None, val, baseline_val, dp_evaluations(steps, dp_candidates))
         else:
-            key = f"{fingerprint(target.denoiser)}|{solver.describe()}|{steps}|{seeds.describe()}"
+            key = f"{model_id}|{solver.describe()}|{steps}|{seeds.describe()}"
             # the levels first; with shifts, the shifts then start from the fitted levels (fitting both at once
             # from the built-in grid converges less well: more parameters for Nelder-Mead's simplex)
             stages = {
@@ -252,7 +253,7 @@ def calibrate(
             "made_by": "samplerlab calibrate",
             "samplerlab_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "model_fingerprint": fingerprint(target.denoiser),
+            "model_fingerprint": model_id,
             "process": target.process.name,
             "solver": solver.describe(),
             "nfe": counted,
