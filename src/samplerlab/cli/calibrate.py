@@ -3,9 +3,18 @@ as a grid file that ``--grid FILE.json`` takes wherever a grid is asked for."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from .common import add_no_progress, image_file, json_file, positive_int
+from .common import (
+    CHECKPOINT_HELP,
+    add_no_progress,
+    add_published_config_arg,
+    image_file,
+    json_file,
+    load_image_model,
+    positive_int,
+)
 
 
 def add_parser(sub) -> None:
@@ -13,7 +22,8 @@ def add_parser(sub) -> None:
         "calibrate", help="fit a few-step sampler's grid to a model; write it as a grid file", description=__doc__
     )
     p.add_argument("--problem", default="gmm64", help="analytic problem (default: gmm64)")
-    p.add_argument("--checkpoint", help="calibrate a model trained by samplerlab train instead of a problem")
+    p.add_argument("--checkpoint", help="calibrate an image model instead of a problem: " + CHECKPOINT_HELP)
+    add_published_config_arg(p)
     p.add_argument("--process", default="edm", help="process (default: edm)")
     p.add_argument("--solver", default="ipndm", help="deterministic solver spec (default: ipndm)")
     p.add_argument("--nfe", type=positive_int, default=5, help="NFE budget (default: 5)")
@@ -45,9 +55,7 @@ def run(args) -> int:
     process = make_process(args.process)
     solver.steps_within(args.nfe, label=args.solver)
     if args.checkpoint:
-        from ..training import load_checkpoint
-
-        model, meta = load_checkpoint(args.checkpoint)
+        model, meta = load_image_model(args.checkpoint, args.config)
         cond = None
         if meta.get("num_classes"):  # one class per seed, as samplerlab eval draws them
             from ..experiments.image_eval import random_labels
@@ -55,8 +63,13 @@ def run(args) -> int:
             def cond(seeds, classes=meta["num_classes"]):
                 return {"class_labels": random_labels(list(seeds), classes)}
 
-        target = Target(model, process, tuple(meta["shape"]), dtype=torch.float32, cond=cond)
-        label = Path(args.checkpoint).name
+        # a published model's trained range, within EDM's sampling range (as sample and eval use)
+        lo = max(0.002, float(meta.get("sigma_min", 0.0)), process.sigma_min)
+        hi = min(80.0, float(meta.get("sigma_max", math.inf)), process.sigma_max)
+        target = Target(
+            model, process, tuple(meta["shape"]), dtype=torch.float32, cond=cond, sigma_min=lo, sigma_max=hi
+        )
+        label = Path(args.checkpoint).stem
     else:
         from ..problems import make_problem
 

@@ -271,3 +271,32 @@ def add_training_run_args(p: argparse.ArgumentParser, func, *, out: str | None, 
 
 def add_no_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+CHECKPOINT_HELP = (
+    "a folder written by samplerlab train, an EDM network pickle (network-snapshot-*.pkl) or a score_sde "
+    "checkpoint (checkpoint_N.pth, with --config)"
+)
+
+
+def add_published_config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        help="score_sde checkpoints: the config it was trained with, e.g. ve/cifar10_ncsnpp_continuous "
+        "(samplerlab list shows them), or a JSON file of its fields",
+    )
+
+
+def load_image_model(path: str, config: str | None = None):
+    """(denoiser, meta) of a samplerlab checkpoint folder or a published checkpoint file; ``meta`` has the
+    sample shape, the number of classes and, for published models, their trained sigma range."""
+    from ..adapters.published import is_published_checkpoint, load_published
+
+    if is_published_checkpoint(path):
+        model = load_published(path, config=config)
+        return model.denoiser, model.meta()
+    if config is not None:
+        raise ValueError(f"--config {config!r} is for score_sde checkpoint files; {path} is a samplerlab checkpoint")
+    from ..training import load_checkpoint
+
+    return load_checkpoint(path)

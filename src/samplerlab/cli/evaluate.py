@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .common import (
     add_no_progress,
     csv_list,
@@ -43,6 +45,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..distributed import init_from_env, rank
     from ..experiments.image_eval import evaluate_checkpoint, format_image_eval, write_image_eval
+
+    if Path(args.checkpoint).is_file():
+        raise ValueError(
+            f"{args.checkpoint}: eval scores a samplerlab train checkpoint against the data it was trained on, "
+            "which a published checkpoint does not name; sample it with samplerlab sample --checkpoint "
+            f"{args.checkpoint} and score the images with the tool its paper used"
+        )
 
     init_from_env()
     rows, ref, config = evaluate_checkpoint(

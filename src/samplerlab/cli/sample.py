@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import time
 
-from .common import add_no_progress, finite_float, image_file, nonnegative_int, positive_int, seed_list
+from .common import (
+    CHECKPOINT_HELP,
+    add_no_progress,
+    add_published_config_arg,
+    finite_float,
+    image_file,
+    load_image_model,
+    nonnegative_int,
+    positive_int,
+    seed_list,
+)
 
 GRID_HELP = (
-    "karras, exponential, logsnr, ... on the model's sigma range, or diffusers-leading / diffusers-linspace / "
-    "diffusers-trailing for diffusers' own timesteps"
+    "karras, exponential, logsnr, ... on the model's sigma range, a grid file of samplerlab calibrate "
+    "(--checkpoint), or diffusers-leading / diffusers-linspace / diffusers-trailing for diffusers' own timesteps"
 )
 
 
@@ -18,7 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--solver", default="dpm-solver++", help="solver spec (default: dpm-solver++)")
     p.add_argument("--steps", type=positive_int, default=20)
     p.add_argument("--grid", default="karras", help=GRID_HELP)
-    p.add_argument("--checkpoint", help="checkpoint folder written by samplerlab train")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    add_published_config_arg(p)
     p.add_argument("--cfg", type=finite_float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
     p.add_argument("--class-label", type=nonnegative_int, help="one class for every sample (default: seed %% classes)")
     p.add_argument("--seeds", type=seed_list, default="0-15", help="e.g. 0-63 or 1,5,9")
@@ -32,7 +43,7 @@ def run(args) -> int:
 
     if bool(args.diffusers) == bool(args.checkpoint):
         raise ValueError(
-            "give one model: --checkpoint DIR (trained by samplerlab train) or --diffusers DIR "
+            "give one model: --checkpoint PATH (a samplerlab train folder, an EDM .pkl, a score_sde .pth) or --diffusers DIR "
             "(a local diffusers UNet2DModel or pipeline folder)"
         )
     seeds = args.seeds
@@ -57,10 +68,9 @@ def _sample_checkpoint(args, seeds: list[int]) -> int:
     from ..distributed import init_from_env, rank
     from ..experiments.image_eval import sample_checkpoint
     from ..imaging import save_image_grid
-    from ..training import load_checkpoint
 
     init_from_env()
-    model, meta = load_checkpoint(args.checkpoint)
+    model, meta = load_image_model(args.checkpoint, args.config)
     start = time.perf_counter()
     x, nfe = sample_checkpoint(
         model,
@@ -68,6 +78,7 @@ def _sample_checkpoint(args, seeds: list[int]) -> int:
         args.solver,
         args.steps,
         seeds,
+        grid=args.grid,
         class_label=args.class_label,
         guidance=args.cfg,
         progress=not args.no_progress,
@@ -77,7 +88,8 @@ def _sample_checkpoint(args, seeds: list[int]) -> int:
         return 0
     path = save_image_grid(x, args.out, scale=max(1, 32 // meta["shape"][-1]))
     print(
-        f"{len(seeds)} samples, {args.solver}, {args.steps} steps, {nfe} NFE, guidance {args.cfg:g}, "
+        f"{len(seeds)} samples, {args.solver}, {args.steps} steps on the {args.grid} grid, {nfe} NFE, "
+        f"guidance {args.cfg:g}, "
         f"{time.perf_counter() - start:.1f} s; wrote {path}"
     )
     return 0

@@ -14,6 +14,7 @@ real-vs-real floor of 0.35 at n = 359).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from ..denoisers import ClassifierFreeGuidance, LevelShift
 from ..distributed import gather, shard
-from ..grids import GridFile, make_grid
+from ..grids import GridFile, is_grid_file, make_grid
 from ..metrics.distribution import precision_recall
 from ..metrics.features import ReferenceStats, batched_features
 from ..processes import EDM
@@ -58,6 +59,7 @@ class ImageEvalConfig:
     sigma_max: float = 80.0
     rho: float = 7.0
     grid: str | None = None  # a grid file (samplerlab calibrate) instead of Karras's grid; cells of other steps skip
+    grid_name: str = "karras"  # a registered grid on [sigma_min, sigma_max] when no grid file is given
 
 
 @dataclass
@@ -112,8 +114,10 @@ def sample_images(
         solver = grid_file.configure(solver)
         if grid_file.model_sigmas is not None:
             denoiser = LevelShift(model, grid, grid_file.model_sigmas)
-    else:
+    elif cfg.grid_name == "karras":
         grid = make_grid("karras", steps, process, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho)
+    else:
+        grid = make_grid(cfg.grid_name, steps, process, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
     if num_classes and guidance != 1.0:
         denoiser = ClassifierFreeGuidance(denoiser, guidance, {"class_labels": None})
     if num_classes and labels is None:
@@ -144,9 +148,13 @@ def sample_checkpoint(
     guidance: float = 1.0,
     progress: bool = False,
     name: str = "the checkpoint",
+    grid: str = "karras",
 ) -> tuple[Tensor, int]:
-    """Images of a trained image model (``training.load_checkpoint``) for ``seeds``: one class for all when
-    ``class_label`` is given, else seed % classes; ``guidance`` != 1 needs a class-conditional model."""
+    """Images of a trained image model (``training.load_checkpoint``) or a published one
+    (``adapters.published``) for ``seeds``: one class for all when ``class_label`` is given, else seed %
+    classes; ``guidance`` != 1 needs a class-conditional model. ``grid`` is a registered grid's name, laid on
+    the model's sigma range (EDM's [0.002, 80], narrowed to a published model's trained range as EDM's
+    sampler does), or a grid file of ``samplerlab calibrate``."""
     shape, num_classes = tuple(meta["shape"]), meta["num_classes"]
     if len(shape) != 3:
         raise ValueError(f"{name} is a model of {shape}-shaped points, not images; sample it from the API")
@@ -161,6 +169,13 @@ def sample_checkpoint(
         labels = torch.full((len(seeds),), class_label)
     if guidance != 1.0 and not num_classes:
         raise ValueError(f"--cfg {guidance}: guidance needs a class-conditional model")
+    config = ImageEvalConfig()
+    config.sigma_min = max(config.sigma_min, float(meta.get("sigma_min", 0.0)))
+    config.sigma_max = min(config.sigma_max, float(meta.get("sigma_max", math.inf)))
+    if is_grid_file(grid):
+        config.grid = grid
+    else:
+        config.grid_name = grid
     return sample_images(
         model,
         shape,
@@ -170,7 +185,7 @@ def sample_checkpoint(
         num_classes=num_classes,
         labels=labels,
         guidance=guidance,
-        config=ImageEvalConfig(),
+        config=config,
         progress=progress,
     )
 

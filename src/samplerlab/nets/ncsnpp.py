@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NCSNppConfig", "NCSNpp", "NCSNppV2", "fir_upsample", "fir_downsample"]
+__all__ = ["NCSNppConfig", "NCSNpp", "NCSNppV2", "fir_upsample", "fir_downsample", "naive_upsample", "naive_downsample"]
 
 
 # --- FIR resampling (upfirdn: upsample by zero insertion, pad, filter, downsample) ---------------------------
@@ -63,6 +63,17 @@ def fir_downsample(x: Tensor, taps=(1, 3, 3, 1), factor: int = 2) -> Tensor:
     k = _fir_kernel(taps, 1.0)
     p = k.shape[0] - factor
     return _upfirdn(x, k, 1, factor, ((p + 1) // 2, p // 2))
+
+
+def naive_upsample(x: Tensor, factor: int = 2) -> Tensor:
+    """Nearest-neighbour upsampling: every pixel repeated factor x factor times."""
+    return x.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def naive_downsample(x: Tensor, factor: int = 2) -> Tensor:
+    """The mean of every factor x factor block."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // factor, factor, w // factor, factor).mean(dim=(3, 5))
 
 
 # --- blocks (attribute names as in the checkpoints) ----------------------------------------------------------
@@ -115,7 +126,8 @@ class AttentionBlock(nn.Module):
 
 class BigGANBlock(nn.Module):
     """BigGAN-type residual block: norm, SiLU, (resample), conv, + dense(time embedding), norm, SiLU, dropout,
-    conv; the shortcut resampled and 1 x 1-projected when the shape changes; sum / sqrt(2)."""
+    conv; the shortcut resampled and 1 x 1-projected when the shape changes; sum / sqrt(2). ``taps`` empty:
+    nearest-neighbour up- and 2 x 2 mean downsampling (DDPM++) instead of the FIR filter."""
 
     def __init__(self, channels_in: int, channels_out: int, emb_dim: int, *, up=False, down=False, taps, dropout):
         super().__init__()
@@ -132,9 +144,9 @@ class BigGANBlock(nn.Module):
 
     def _resample(self, x: Tensor) -> Tensor:
         if self.up:
-            return fir_upsample(x, self.taps)
+            return fir_upsample(x, self.taps) if self.taps else naive_upsample(x)
         if self.down:
-            return fir_downsample(x, self.taps)
+            return fir_downsample(x, self.taps) if self.taps else naive_downsample(x)
         return x
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
