@@ -229,6 +229,14 @@ class ReferenceStats:
     held_out_accuracy: float | None  # the feature classifier's accuracy on held-out images (None: TorchScript)
     features: Tensor  # the reference features themselves (for precision / recall)
 
+    def kid(self, features: Tensor) -> tuple[float, float]:
+        """KID to the reference features and its standard error (``metrics.distribution``)."""
+        from .distribution import kernel_inception_distance, kid_reference_term
+
+        if getattr(self, "_kid_yy", None) is None:
+            self._kid_yy = kid_reference_term(self.features)
+        return kernel_inception_distance(features, self.features, self._kid_yy)
+
     def frechet(self, features: Tensor) -> float:
         mu, cov = feature_statistics(features)
         return frechet_distance_gaussians(mu, cov, self.mu, self.cov)
