@@ -107,3 +107,17 @@ def test_cli_train_resumes(tmp_path, capsys):
     assert main(args) == 0 and "trained to step 20" in capsys.readouterr().out
     assert main(args) == 0 and "trained to step 20" in capsys.readouterr().out  # nothing left to do
     assert main(["train", "--data", "cifar10", "--no-progress"]) == 2
+
+
+def test_every_gradient_has_its_parameters_layout():
+    """DDP copies gradients into buckets laid out like the parameters; a gradient with other strides (a 1 x 1
+    convolution fed a channels-last view gets one) makes every rank warn and copy. None may differ."""
+    import torch
+
+    from samplerlab.nets import NETS
+    from samplerlab.training import TrainConfig
+
+    net = NETS.get("unet")((1, 8, 8), 10, TrainConfig())
+    net(torch.randn(4, 1, 8, 8), torch.zeros(4), torch.zeros(4, dtype=torch.long)).sum().backward()
+    differing = [n for n, p in net.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
+    assert not differing

@@ -121,7 +121,9 @@ class SelfAttention(nn.Module):
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
         out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        out = out.transpose(-1, -2).reshape(b, c, h, w)
+        # contiguous in NCHW: a channels-last-strided input would give proj's weight a channels-last gradient,
+        # whose strides differ from the weight's (DDP's "grad strides do not match bucket view strides")
+        out = out.transpose(-1, -2).contiguous().view(b, c, h, w)
         return (x + self.proj(out)) / math.sqrt(2)
 
 
