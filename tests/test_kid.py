@@ -64,3 +64,35 @@ def test_kid_names_bad_inputs():
         kernel_inception_distance(torch.zeros(2, 3), torch.zeros(10, 3))
     with pytest.raises(ValueError, match=r"feature sizes differ \(3 generated, 4 reference\)"):
         kernel_inception_distance(torch.zeros(5, 3), torch.zeros(10, 4))
+
+
+def test_paired_differences_tell_apart_what_the_unpaired_intervals_cannot():
+    """Two 'samplers' on the same 300 seeds, one slightly off: the one's FD / KID interval covers the other's
+    estimate, the paired difference excludes 0. The paired KID standard error is the
+    jackknife of the per-seed differences."""
+    from samplerlab.metrics.distribution import kid_leave_one_out, paired_kid_difference
+    from samplerlab.metrics.features import ReferenceStats, feature_statistics
+
+    g = torch.Generator().manual_seed(3)
+    ref_feats = torch.randn(3000, 8, generator=g, dtype=torch.float64)
+    mu, cov = feature_statistics(ref_feats)
+    ref = ReferenceStats(mu, cov, 0.0, 3000, 0, None, ref_feats)
+    z = torch.randn(300, 8, generator=g, dtype=torch.float64)
+    a, b = z, z * 1.04 + 0.03
+    lo_a, hi_a = ref.frechet_interval(a)
+    assert lo_a < ref.frechet(b) < hi_a  # unpaired: not told apart
+    diff, lo, hi = ref.frechet_difference_interval(b, a)
+    assert diff == pytest.approx(ref.frechet(b) - ref.frechet(a)) and lo > 0  # paired: b is worse
+    b = z * 1.1  # KID is blind to small shifts at this size; a wider spread it sees, paired
+    (kid_a, _), (kid_b, se_b) = ref.kid(a), ref.kid(b)
+    assert abs(kid_b - kid_a) < 1.96 * se_b
+    kd, kse = ref.kid_difference(b, a)
+    assert kd == pytest.approx(kid_b - kid_a) and kd > 1.96 * kse
+    _, loo_a = kid_leave_one_out(a, ref_feats)
+    _, loo_b = kid_leave_one_out(b, ref_feats)
+    d = loo_b - loo_a
+    assert paired_kid_difference(b, a, ref_feats)[1] == pytest.approx(
+        math.sqrt((len(d) - 1) / len(d) * float(((d - d.mean()) ** 2).sum())), rel=1e-9
+    )
+    with pytest.raises(ValueError, match="same seeds, got 300 and 299"):
+        ref.frechet_difference_interval(a, b[:-1])

@@ -237,6 +237,39 @@ class ReferenceStats:
             self._kid_yy = kid_reference_term(self.features)
         return kernel_inception_distance(features, self.features, self._kid_yy)
 
+    def kid_difference(self, features_a: Tensor, features_b: Tensor) -> tuple[float, float]:
+        """KID(a) - KID(b) with its standard error, a and b sampled from the same seeds (paired)."""
+        from .distribution import kid_reference_term, paired_kid_difference
+
+        if getattr(self, "_kid_yy", None) is None:
+            self._kid_yy = kid_reference_term(self.features)
+        return paired_kid_difference(features_a, features_b, self.features, self._kid_yy)
+
+    def frechet_difference_interval(
+        self, features_a: Tensor, features_b: Tensor, level: float = 0.95, resamples: int = 200, seed: int = 0
+    ) -> tuple[float, float, float]:
+        """FD(a) - FD(b) and its interval, a and b sampled from the same seeds: the half-samples of
+        ``frechet_interval`` take the same seeds from both, so the spread is that of the difference (what
+        the seeds share cancels) rather than of either FD."""
+        from statistics import NormalDist
+
+        a = features_a.reshape(features_a.shape[0], -1).to(torch.float64)
+        b = features_b.reshape(features_b.shape[0], -1).to(torch.float64)
+        if len(a) != len(b):
+            raise ValueError(f"a paired FD difference needs samples from the same seeds, got {len(a)} and {len(b)}")
+        n, m = len(a), len(a) // 2
+        if m < 2:
+            raise ValueError(f"an FD interval needs at least 4 samples, got {n}")
+        g = torch.Generator().manual_seed(seed)
+        diffs = []
+        for _ in range(resamples):
+            idx = torch.randperm(n, generator=g)[:m]
+            diffs.append(self.frechet(a[idx]) - self.frechet(b[idx]))
+        sd = float(torch.tensor(diffs).std()) * math.sqrt(m / n)
+        z = NormalDist().inv_cdf((1 + level) / 2)
+        diff = self.frechet(a) - self.frechet(b)
+        return diff, diff - z * sd, diff + z * sd
+
     def frechet(self, features: Tensor) -> float:
         mu, cov = feature_statistics(features)
         return frechet_distance_gaussians(mu, cov, self.mu, self.cov)
