@@ -1,0 +1,81 @@
+"""Paired FD / KID differences between samplers of a digits model, on the same seeds.
+
+    samplerlab calibrate --checkpoint runs/train-digits --solver dpm-solver++ --nfe 5 --out grids/digits-5.json
+    python examples/paired_fd_digits.py --checkpoint runs/train-digits --grid grids/digits-5.json --samples 2000
+
+Samples the calibrated grid, DPM-Solver++ and iPNDM on Karras's grid at 5 NFE and Heun at 35 NFE from the
+same seeds and classes, and prints each FD with its own 95 % interval, then each sampler's difference to
+the calibrated one: FD with a 95 % interval from paired half-samples, KID +- 1.96 paired jackknife
+standard errors (``ReferenceStats.frechet_difference_interval``, ``kid_difference``). Two FDs whose own
+intervals overlap can still differ significantly: the seeds they share cancel in the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from samplerlab.data import load_dataset, split_dataset
+from samplerlab.experiments.image_eval import ImageEvalConfig, random_labels, sample_images
+from samplerlab.metrics.features import (
+    ClassifierFeatures,
+    batched_features,
+    load_or_train_classifier,
+    reference_statistics,
+)
+from samplerlab.training import load_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="a digits model of samplerlab train")
+    parser.add_argument("--grid", required=True, help="a 5-step DPM-Solver++ grid file of samplerlab calibrate")
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, meta = load_checkpoint(args.checkpoint)
+    info = meta["data"]
+    train_set, held_out = split_dataset(
+        load_dataset(info["name"], **info["params"]), info["held_out"], info["split_seed"]
+    )
+    extractor = ClassifierFeatures(load_or_train_classifier(train_set.data, train_set.labels))
+    ref = reference_statistics(
+        extractor, train_set.data, held_out.data, tag="classifier", held_out_labels=held_out.labels
+    )
+    seeds = list(range(args.samples))
+    classes = meta["num_classes"]
+    labels = random_labels(seeds, classes) if classes else None
+    cells = {
+        "dpm-solver++, calibrated grid, 5 NFE": ("dpm-solver++", 5, args.grid),
+        "dpm-solver++, karras, 5 NFE": ("dpm-solver++", 5, None),
+        "ipndm, karras, 5 NFE": ("ipndm", 5, None),
+        "heun, karras, 35 NFE": ("heun", 18, None),
+    }
+    features = {}
+    for name, (spec, steps, grid) in cells.items():
+        x, nfe = sample_images(
+            model,
+            tuple(meta["shape"]),
+            spec,
+            steps,
+            seeds,
+            num_classes=classes,
+            labels=labels,
+            config=ImageEvalConfig(grid=grid),
+        )
+        features[name] = batched_features(extractor, x.clamp(-1, 1))
+        lo, hi = ref.frechet_interval(features[name])
+        print(f"{name}: {nfe} NFE, FD {ref.frechet(features[name]):.3f} [{lo:.3f}, {hi:.3f}]", flush=True)
+    base = next(iter(cells))
+    for name in list(cells)[1:]:
+        d, lo, hi = ref.frechet_difference_interval(features[name], features[base])
+        k, se = ref.kid_difference(features[name], features[base])
+        print(
+            f"{name} minus calibrated: FD {d:+.3f} [{lo:+.3f}, {hi:+.3f}], KID x 1e3 {1e3 * k:+.2f} +- {1.96e3 * se:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
