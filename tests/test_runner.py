@@ -191,3 +191,27 @@ def test_a_process_killed_with_sigkill_resumes(tmp_path):
     assert set(after) == {c.key for c in cells_of(load_experiment(exp))}
     for key, rec in before.items():  # finished cells were not recomputed
         assert after[key] == rec
+
+
+def test_a_study_under_the_diffusion_reading_shares_only_the_plain_base(tmp_path):
+    text = SMALL + textwrap.dedent("""
+        [[study]]
+        name = "schedules, diffusion reading"
+        solvers = ["pc:corrector=annealed-langevin:snr=0.5", "heun"]
+        schedules = ["base", "linear"]
+        normalisation = "diffusion"
+        steps = [4]
+    """)
+    config = load_experiment(_write(tmp_path, text))
+    cells = {c.key: c for c in cells_of(config)}
+    plain = [c for c in cells.values() if c.schedule == "base" and c.steps == 4]
+    assert len({c.work_key for c in plain}) == 2  # per solver; the two readings share it
+    swapped = [c for c in cells.values() if c.schedule == "linear" and c.steps == 4]
+    assert len({c.work_key for c in swapped}) == 4
+    assert any(k.endswith("normalisation=diffusion") for k in cells)
+    bad = text.replace('normalisation = "diffusion"', 'normalisation = "sgmse"')
+    with pytest.raises(ValueError, match=r"study 'schedules, diffusion reading': unknown normalisation 'sgmse'"):
+        load_experiment(_write(tmp_path, bad, "bad.toml"))
+    other = text.replace('process = "ouve"', 'process = "ve"').replace('problem = "ouve-gmm"', 'problem = "ouve-gmm"')
+    with pytest.raises(ValueError, match=r"normalisation 'diffusion' needs process 'ouve'"):
+        load_experiment(_write(tmp_path, other, "other.toml"))

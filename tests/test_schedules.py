@@ -85,3 +85,52 @@ def test_time_step_transforms():
     assert bool((torch.diff(warped) < 0).all())
     with pytest.raises(ValueError, match="offset"):
         time_steps(10, p, offset=1.2)
+
+
+# --- the seed-000 study's reading: shapes as SGMSE+'s diffusion sigma on 0.05..0.5 ------------------------
+
+
+def test_the_diffusion_reading_of_the_base_is_ouve_itself():
+    from samplerlab.schedules import Normalisation
+
+    base = OUVE()
+    same = ScheduledProcess.swap(base, "ouve", normalisation=Normalisation.DIFFUSION)
+    t = torch.linspace(0.03, 1.0, 37, dtype=torch.float64)
+    assert torch.allclose(same.sigma(t), base.sigma(t), rtol=1e-11)
+    assert torch.allclose(same.dsigma_dt(t), base.dsigma_dt(t), rtol=1e-11)
+    assert torch.allclose(same.diffusion(t), base.diffusion(t), rtol=1e-12)
+    assert torch.allclose(same.t_of_sigma(base.sigma(t)), t, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", ["linear", "vp", "subvp", "edm", "ve"])
+@pytest.mark.parametrize("steepness", [1.0, 1.5])
+def test_the_diffusion_reading_rescales_the_diffusion_sigma_and_integrates_the_variance(shape, steepness):
+    """sigma_d runs from sigma_lo = 0.05 to sigma_hi = 0.5; the marginal solves dVar/dt = 2 f Var + g^2 from
+    Var(0) = 0 (checked by an independent ODE solve); sigma' and the inverse agree with sigma."""
+    import math
+
+    base = OUVE()
+    p = ScheduledProcess.swap(base, shape, steepness, normalisation="diffusion")
+    g_scale = math.sqrt(2 * math.log(base.sigma_hi / base.sigma_lo))
+    assert float(p.diffusion(0.0)) / g_scale == pytest.approx(0.05) and float(p.diffusion(1.0)) / g_scale == pytest.approx(0.5)
+    sol = solve_ivp(lambda t, v: [2 * float(p.drift(t)) * v[0] + float(p.diffusion(t)) ** 2], (0.0, 1.0), [0.0],
+                    rtol=1e-11, atol=1e-15, dense_output=True)
+    for t in (0.03, 0.2, 0.6, 1.0):
+        assert sol.sol(t)[0] == pytest.approx(float(p.marginal_std(t)) ** 2, rel=1e-8)
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    h = 1e-6
+    fd = (p.sigma(t + h) - p.sigma(t - h)) / (2 * h)
+    assert torch.allclose(fd, p.dsigma_dt(t), rtol=1e-6)
+    assert torch.allclose(p.t_of_sigma(p.sigma(t)), t, atol=1e-10)
+
+
+def test_the_two_readings_differ_and_bad_names_are_refused():
+    from samplerlab.processes import VE
+
+    marginal, diffusion = ScheduledProcess.swap(OUVE(), "vp"), ScheduledProcess.swap(OUVE(), "vp", normalisation="diffusion")
+    assert marginal.sigma_max == pytest.approx(OUVE().sigma_max)  # the marginal reading keeps the base's range
+    assert diffusion.sigma_max == pytest.approx(1.125, abs=1e-3)  # the study's reading moves it
+    with pytest.raises(ValueError, match=r"unknown normalisation 'sgmse'; valid: marginal .*, diffusion"):
+        ScheduledProcess.swap(OUVE(), "vp", normalisation="sgmse")
+    with pytest.raises(ValueError, match=r"only the OUVE process has \(base process: 've'\)"):
+        ScheduledProcess.swap(VE(), "vp", normalisation="diffusion")

@@ -20,6 +20,7 @@ TOML layout::
     schedules = ["ouve", "linear", "subvp", "ve", "vp", "edm"]   # "base" = the process's own
     transforms = ["none"]       # none | steepness=A | offset=A | power=P
     steps = [10, 15, 30]        # or nfe = [...]
+    # normalisation = "marginal" # or "diffusion" (OUVE: shapes rescaled onto SGMSE+'s 0.05..0.5 diffusion sigma)
 
 The file's types and ranges are checked by pydantic (``ExperimentSchema``, ``StudySchema``: strict types, so
 ``samples = "many"``, ``seed = 1.5`` or ``solvers = "heun"`` are errors, not coercions), then every name is
@@ -44,7 +45,7 @@ from ..grids import GridFile, is_grid_file
 from ..metrics.registry import Needs, default_metrics, metrics_for
 from ..problems import CONDITIONAL_PROBLEMS, PROBLEMS
 from ..processes import Process, make_process
-from ..schedules import SHAPES, ScheduledProcess
+from ..schedules import SHAPES, Normalisation, ScheduledProcess
 from ..solvers import solver_from_spec
 
 if sys.version_info >= (3, 11):
@@ -118,6 +119,7 @@ class StudyConfig:
     transforms: list[str] = field(default_factory=lambda: ["none"])
     steps: list[int] = field(default_factory=list)
     nfe: list[int] = field(default_factory=list)
+    normalisation: str = "marginal"  # schedules.Normalisation: which sigma a swapped shape is rescaled onto
 
 
 @dataclass
@@ -190,6 +192,13 @@ class ExperimentConfig:
                     SHAPES.get(sched)
             for tr in st.transforms:
                 Transform.parse(tr)
+            try:
+                if Normalisation.parse(st.normalisation) is Normalisation.DIFFUSION and self.process != "ouve":
+                    raise ValueError(
+                        f"normalisation 'diffusion' needs process 'ouve' (SGMSE+'s diffusion sigma), not {self.process!r}"
+                    )
+            except ValueError as err:
+                raise ValueError(f"study {st.name!r}: {err}") from None
             if bool(st.steps) == bool(st.nfe):
                 raise ValueError(f"study {st.name!r} must give exactly one of steps = [...] or nfe = [...]")
             if any(int(n) != n or n < 1 for n in st.steps + st.nfe):
@@ -236,6 +245,7 @@ class StudySchema(BaseModel):
     transforms: list[str] = ["none"]
     steps: list[Steps] = []
     nfe: list[Steps] = []
+    normalisation: str = "marginal"
 
 
 def _schema_error(path: Path, table: str, err: pydantic.ValidationError) -> ValueError:
@@ -293,11 +303,18 @@ class Cell:
     transform: str
     steps: int | None
     nfe_budget: int | None
+    normalisation: str = "marginal"
 
     @property
     def key(self) -> str:
         n = f"steps={self.steps}" if self.steps is not None else f"nfe={self.nfe_budget}"
-        return f"{self.study} | {self.solver} | {self.schedule} | {self.transform} | {n}"
+        key = f"{self.study} | {self.solver} | {self.schedule} | {self.transform} | {n}"
+        return key if self.normalisation == "marginal" else f"{key} | normalisation={self.normalisation}"
+
+    @property
+    def plain_base(self) -> bool:
+        """The base process itself (its own schedule, no steepness), whatever the normalisation."""
+        return self.schedule == "base" and not self.transform.startswith("steepness")
 
     @property
     def config_label(self) -> str:
@@ -305,8 +322,10 @@ class Cell:
 
     @property
     def work_key(self) -> str:
-        """What the cell computes, whichever study lists it: cells with the same work key share one result."""
-        return self.key.split(" | ", 1)[1]
+        """What the cell computes, whichever study lists it: cells with the same work key share one result
+        (the plain base under either normalisation is one process)."""
+        cell = dataclasses.replace(self, normalisation="marginal") if self.plain_base else self
+        return cell.key.split(" | ", 1)[1]
 
 
 def cells_of(config: ExperimentConfig) -> list[Cell]:
@@ -317,9 +336,9 @@ def cells_of(config: ExperimentConfig) -> list[Cell]:
                 for tr in st.transforms:
                     label = Transform.parse(tr).label()
                     for n in st.steps:
-                        out.append(Cell(st.name, solver, sched, label, int(n), None))
+                        out.append(Cell(st.name, solver, sched, label, int(n), None, st.normalisation))
                     for b in st.nfe:
-                        out.append(Cell(st.name, solver, sched, label, None, int(b)))
+                        out.append(Cell(st.name, solver, sched, label, None, int(b), st.normalisation))
     return out
 
 
@@ -332,4 +351,4 @@ def process_for(cell: Cell, base: Process) -> tuple[Process, Transform]:
     shape = base.name if cell.schedule == "base" else cell.schedule
     if shape not in SHAPES:
         raise ValueError(f"process {base.name!r} has no schedule shape of its own; name one of {SHAPES.names()}")
-    return ScheduledProcess.swap(base, shape, steep), tr
+    return ScheduledProcess.swap(base, shape, steep, cell.normalisation), tr
