@@ -383,3 +383,30 @@ def test_a_published_samples_seed_does_not_depend_on_the_batch(tmp_path):
     many, _ = sample_checkpoint(model.denoiser, model.meta(), "dpm-solver++", 4, [5, 6, 7])
     one, _ = sample_checkpoint(model.denoiser, model.meta(), "dpm-solver++", 4, [6])
     assert torch.allclose(many[1], one[0], rtol=1e-4, atol=1e-3)  # float32 convolutions: not bit for bit
+
+
+def test_eval_scores_a_published_checkpoint_against_a_named_data_set(tmp_path, capsys):
+    """An EDM pickle, an image folder of 16 x 16 RGB images (two classes) and a TorchScript feature extractor:
+    eval samples the model on its own sigma range and scores it against the folder's training split."""
+    from PIL import Image
+
+    from samplerlab.cli import main
+
+    _write_edm_pickle(tmp_path / "edm.pkl", FIXTURES / "edm_vp_ddpmpp.safetensors")
+    g = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(20):
+            pixels = (torch.rand(16, 16, 3, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    module = torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten())
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(module, (torch.zeros(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "features.pt2"))
+    args = ["eval", "--checkpoint", str(tmp_path / "edm.pkl"), "--solvers", "euler", "--nfe", "3", "--samples", "8",
+            "--features", str(tmp_path / "features.pt2"), "--cache", str(tmp_path / "cache"), "--no-progress"]
+    assert main(args) == 2
+    assert "does not name the data it was trained on; give --data NAME" in capsys.readouterr().err
+    assert main(args + ["--data", "image-folder", "--data-dir", str(tmp_path / "images")]) == 0
+    out = capsys.readouterr().out
+    assert "| euler | 3 | 3 | 3 |" in out and "Fréchet distance to 32 training images" in out

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .common import (
+    CHECKPOINT_HELP,
     add_no_progress,
+    add_published_config_arg,
     csv_list,
     float_list,
     int_list,
@@ -17,7 +17,14 @@ from .common import (
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="Fréchet distance, precision / recall and class accuracy per solver x NFE")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder written by samplerlab train")
+    p.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
+    add_published_config_arg(p)
+    p.add_argument(
+        "--data",
+        help="published checkpoints: the data set it was trained on (cifar10, image-folder, fashion-mnist, digits), "
+        "split as samplerlab train splits it",
+    )
+    p.add_argument("--data-dir", help="with --data: the folder of the local data set")
     p.add_argument(
         "--solvers",
         help="comma-separated solver specs (default: euler,heun,dpm-solver++,unipc:order=3,ipndm,deis-tab:order=3)",
@@ -46,13 +53,6 @@ def run(args) -> int:
     from ..distributed import init_from_env, rank
     from ..experiments.image_eval import evaluate_checkpoint, format_image_eval, write_image_eval
 
-    if Path(args.checkpoint).is_file():
-        raise ValueError(
-            f"{args.checkpoint}: eval scores a samplerlab train checkpoint against the data it was trained on, "
-            "which a published checkpoint does not name; sample it with samplerlab sample --checkpoint "
-            f"{args.checkpoint} and score the images with the tool its paper used"
-        )
-
     init_from_env()
     rows, ref, config = evaluate_checkpoint(
         args.checkpoint,
@@ -65,6 +65,9 @@ def run(args) -> int:
         cache=args.cache,
         progress=not args.no_progress,
         grid=args.grid,
+        model_config=args.config,
+        data=args.data,
+        data_dir=args.data_dir,
     )
     if rank() != 0:
         return 0

@@ -353,10 +353,15 @@ def evaluate_checkpoint(
     cache: str | None = None,
     progress: bool = False,
     grid: str | None = None,
+    model_config: str | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
 ):
-    """``evaluate_image_model`` on a checkpoint of ``samplerlab train``: the features are a TorchScript
-    extractor (``features``) or a classifier trained (and cached) on the data's training split; the reference
-    statistics are the training split's and the floor is the held-out split's. Returns (rows, ref, config)."""
+    """``evaluate_image_model`` on a checkpoint of ``samplerlab train``, or on a published checkpoint file
+    (``adapters.published``; ``model_config`` for score_sde) with the data set it was trained on named by
+    ``data`` / ``data_dir`` (split as samplerlab train splits it). The features are a TorchScript extractor
+    (``features``) or a classifier trained (and cached) on the data's training split; the reference statistics
+    are the training split's and the floor is the held-out split's. Returns (rows, ref, config)."""
     from ..data import load_dataset, split_dataset
     from ..metrics.features import (
         ClassifierFeatures,
@@ -368,8 +373,13 @@ def evaluate_checkpoint(
 
     if grid is not None:
         GridFile.read(grid)  # a bad grid file is named before any work
-    model, meta = load_checkpoint(checkpoint)
-    info = meta.get("data") or {}
+    if Path(checkpoint).is_file():
+        model, meta, info = _published_with_data(checkpoint, model_config, data, data_dir)
+    else:
+        if data is not None:
+            raise ValueError(f"--data is for published checkpoint files; {checkpoint} names the data it was trained on")
+        model, meta = load_checkpoint(checkpoint)
+        info = meta.get("data") or {}
     if len(meta.get("shape", ())) != 3 or "held_out" not in info:
         raise ValueError(f"{checkpoint}: eval needs an image model trained by `samplerlab train` on an image data set")
     train_set, held_out = split_dataset(
@@ -387,6 +397,11 @@ def evaluate_checkpoint(
     ref = reference_statistics(
         extractor, train_set.data, held_out.data, tag=tag, cache=cache, held_out_labels=held_out.labels
     )
+    if tuple(train_set.data.shape[1:]) != tuple(meta["shape"]):
+        raise ValueError(
+            f"{checkpoint} makes images of shape {tuple(meta['shape'])}, the data set {info['name']} has "
+            f"{tuple(train_set.data.shape[1:])}"
+        )
     defaults = ImageEvalConfig()
     config = ImageEvalConfig(
         solvers=solvers or defaults.solvers,
@@ -395,8 +410,27 @@ def evaluate_checkpoint(
         samples=samples or len(held_out),
         seed=seed,
         grid=grid,
+        sigma_min=max(defaults.sigma_min, float(meta.get("sigma_min", 0.0))),
+        sigma_max=min(defaults.sigma_max, float(meta.get("sigma_max", math.inf))),
     )
     return evaluate_image_model(model, meta, ref, extractor, config, progress=progress), ref, config
+
+
+def _published_with_data(checkpoint, model_config, data, data_dir):
+    """A published checkpoint's denoiser and metadata, and the data facts a samplerlab checkpoint would hold."""
+    from ..adapters.published import load_published
+    from ..data.training import HELD_OUT
+
+    if not data:
+        raise ValueError(
+            f"{checkpoint}: a published checkpoint does not name the data it was trained on; give --data NAME "
+            "(cifar10, image-folder, fashion-mnist, digits) and --data-dir DIR"
+        )
+    if data != "digits" and not data_dir:
+        raise ValueError(f"--data {data} reads local files: give --data-dir")
+    published = load_published(checkpoint, config=model_config)
+    params = {} if data == "digits" else {"root": data_dir}
+    return published.denoiser, published.meta(), {"name": data, "params": params, "held_out": HELD_OUT, "split_seed": 0}
 
 
 def write_image_eval(
