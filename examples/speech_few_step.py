@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from samplerlab.experiments.tables import paired_difference
-from samplerlab.grids import make_grid
+from samplerlab.grids import GridFile, make_grid
 from samplerlab.io import atomic_write_text
 from samplerlab.metrics.registry import metric
 from samplerlab.metrics.speech import available_metrics, min_samples_for, speech_metrics
@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--files", type=int, default=30, help="test files (default 30)")
     parser.add_argument("--budgets", default="5,10", help="NFE budgets of the few-step samplers")
+    parser.add_argument("--grids", default="", help="calibrated grid files (comma-separated) to add as candidates")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,8 +120,11 @@ def main() -> None:
             steps = _steps_for(spec, budget)
             if steps is None:
                 continue
-            for grid in GRIDS:
-                key = f"valid-{spec}-{grid}-{steps}".replace(":", "_").replace("=", "")
+            files = [
+                g for g in args.grids.split(",") if g and not GridFile.read(g).misfit(enhancement_solver(spec), steps)
+            ]
+            for grid in GRIDS + files:
+                key = f"valid-{spec}-{Path(grid).stem}-{steps}".replace(":", "_").replace("=", "")
                 r = cached(
                     out / f"{key}.json",
                     lambda: run_config(model, process, valid, spec, steps, grid, ["pesq", "si_sdr"], None),
@@ -134,7 +138,7 @@ def main() -> None:
 
     rows = {}
     for spec, steps, grid in [DEFAULT, *chosen]:
-        key = f"test{len(test)}-{spec}-{grid}-{steps}".replace(":", "_").replace("=", "")
+        key = f"test{len(test)}-{spec}-{Path(grid).stem}-{steps}".replace(":", "_").replace("=", "")
         rows[(spec, steps, grid)] = cached(
             out / f"{key}.json", lambda: run_config(model, process, test, spec, steps, grid, metrics, dnsmos)
         )
