@@ -441,3 +441,20 @@ def test_a_corrupt_feature_cache_is_made_again(tmp_path):
     with pytest.warns(RuntimeWarning, match="unreadable cache entry"):
         again = reference_statistics(extractor, images, images, tag="t", cache=tmp_path)
     assert torch.equal(first.mu, again.mu)
+
+
+def test_enhance_takes_any_grid_and_names_a_bad_one(tmp_path, capsys):
+    """--grid picks the levels (the count is the solver's NFE with the final step); an unknown grid is named
+    with the valid ones before any file is written."""
+    _wav(NOISE)(tmp_path / "in.wav")
+    status = main(["enhance", str(tmp_path / "in.wav"), "--solver", "euler", "--steps", "3", "--grid", "logsnr",
+                   "--out", str(tmp_path / "enh"), "--no-progress"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "3 steps on the logsnr grid (3 NFE per file)" in out
+    assert json.loads((tmp_path / "enh" / "enhance.json").read_text())["grid"] == "logsnr"
+    status = main(["enhance", str(tmp_path / "in.wav"), "--solver", "euler", "--steps", "3", "--grid", "nope",
+                   "--out", str(tmp_path / "enh2"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 2 and "nope" in err and "logsnr" in err
+    assert not (tmp_path / "enh2").exists()

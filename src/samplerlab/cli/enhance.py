@@ -38,6 +38,11 @@ def add_parser(sub) -> None:
         "own sampler step for step on an SGMSE+ checkpoint",
     )
     p.add_argument("--steps", type=positive_int, default=30)
+    p.add_argument(
+        "--grid",
+        default="uniform-time",
+        help="uniform-time (default, SGMSE+'s), karras, logsnr, ... on the process's sigma range, or a grid file",
+    )
     p.add_argument("--snr", type=positive_float, help="corrector snr of a pc solver (SGMSE+: 0.5)")
     p.add_argument(
         "--no-final-denoise",
@@ -69,11 +74,12 @@ def run(args) -> int:
         final_denoise=not args.no_final_denoise,
         progress=not args.no_progress,
         literal_snr=0.5 if args.snr is None else args.snr,
+        grid=args.grid,
     )
     print(
         f"enhanced {r.files} file(s) into {out} with {model.label}, "
         f"{solver if isinstance(solver, str) else solver.describe()}, "
-        f"{args.steps} steps ({r.nfe} NFE per file); real-time factor {r.real_time_factor:.3f} "
+        f"{args.steps} steps on the {args.grid} grid ({r.nfe} NFE per file); real-time factor {r.real_time_factor:.3f} "
         f"({r.seconds:.1f} s for {r.audio_seconds:.1f} s of audio)"
     )
     atomic_write_text(
@@ -82,6 +88,7 @@ def run(args) -> int:
             {
                 "solver": args.solver,
                 "steps": args.steps,
+                "grid": args.grid,
                 "snr": args.snr,
                 "model": args.model,
                 "prior": args.prior_mode,

@@ -251,6 +251,28 @@ def _check_input(path) -> None:
         raise ValueError(f"{path}: the recording is silent (all samples are 0); there is nothing to enhance")
 
 
+def enhancement_grid(name: str, steps: int, model: EnhancementModel, solver, final_denoise: bool = True):
+    """(denoiser, grid, solver) for ``name``: a registered grid on the model's process (ending at 0 with the
+    final denoising step) or a grid file (its levels, its solver settings and, when it has them, the levels
+    the model is evaluated at)."""
+    from ..denoisers import LevelShift
+    from ..grids import GridFile, is_grid_file, make_grid
+
+    solver = solver_from_spec(solver) if isinstance(solver, str) else solver
+    process = model.process or OUVE()
+    if not is_grid_file(name):
+        return model.denoiser, make_grid(name, steps, process, final_zero=final_denoise), solver
+    grid_file = GridFile.read(name)
+    misfit = grid_file.misfit(solver, steps)
+    if misfit:
+        raise ValueError(f"{name}: {misfit}")
+    levels = grid_file.tensor(process)
+    denoiser = model.denoiser
+    if grid_file.model_sigmas is not None:
+        denoiser = LevelShift(denoiser, levels, grid_file.model_sigmas)
+    return denoiser, levels, grid_file.configure(solver)
+
+
 def enhance_files(
     source,
     out,
@@ -262,10 +284,12 @@ def enhance_files(
     final_denoise: bool = True,
     progress: bool = False,
     literal_snr: float = 0.5,
+    grid: str = "uniform-time",
 ) -> FolderResult:
     """Enhance a .wav file or every .wav in a folder into the folder ``out`` (same file names). ``solver`` may
     be ``LITERAL`` ("sgmse-literal"): SGMSE+'s own sampler on an SGMSE+ checkpoint, corrector snr
-    ``literal_snr``."""
+    ``literal_snr``. ``grid``: a registered grid's name on the process's sigma range (default: uniform in t,
+    SGMSE+'s) or a grid file of ``samplerlab calibrate`` / ``examples/calibrate_speech.py``."""
     from pathlib import Path
 
     from .data import SpeechPair, load_pair
@@ -285,6 +309,9 @@ def enhance_files(
         from tqdm.auto import tqdm
 
         it = tqdm(files, desc="enhance", unit="file")
+    denoiser, levels = model.denoiser, None
+    if solver != LITERAL and grid != "uniform-time":
+        denoiser, levels, solver = enhancement_grid(grid, steps, model, solver, final_denoise)
     total_audio = total_time = 0.0
     for f in it:
         _, noisy = load_pair(SpeechPair(f.stem, None, f), sample_rate=model.spec.sample_rate)
@@ -295,9 +322,10 @@ def enhance_files(
             continue
         r = enhance(
             noisy,
-            model.denoiser,
+            denoiser,
             solver,
             steps=steps,
+            grid=levels,
             seed=seed,
             process=model.process,
             spec=model.spec,
