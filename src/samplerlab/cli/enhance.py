@@ -63,6 +63,10 @@ def run(args) -> int:
     solver = LITERAL if args.solver == LITERAL else enhancement_solver(args.solver, args.snr)
     if solver == LITERAL and not str(args.model).endswith(".ckpt"):
         raise ValueError(f"--solver {LITERAL} runs SGMSE+ checkpoints (--model FILE.ckpt), not {args.model!r}")
+    if solver == LITERAL and args.grid != "uniform-time":
+        raise ValueError(
+            f"--solver {LITERAL} runs SGMSE+'s own sampler on its own grid; --grid {args.grid} is not used"
+        )
     out = Path(args.out)
     r = enhance_files(
         args.input,
@@ -79,7 +83,8 @@ def run(args) -> int:
     print(
         f"enhanced {r.files} file(s) into {out} with {model.label}, "
         f"{solver if isinstance(solver, str) else solver.describe()}, "
-        f"{args.steps} steps on the {args.grid} grid ({r.nfe} NFE per file); real-time factor {r.real_time_factor:.3f} "
+        f"{args.steps} steps{'' if solver == LITERAL else f' on the {args.grid} grid'} ({r.nfe} NFE per file); "
+        f"real-time factor {r.real_time_factor:.3f} "
         f"({r.seconds:.1f} s for {r.audio_seconds:.1f} s of audio)"
     )
     atomic_write_text(
