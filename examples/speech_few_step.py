@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 
 from samplerlab.experiments.tables import paired_difference
-from samplerlab.grids import GridFile, make_grid
+from samplerlab.grids import GridFile
 from samplerlab.io import atomic_write_text
 from samplerlab.metrics.registry import metric
 from samplerlab.metrics.speech import available_metrics, min_samples_for, speech_metrics
 from samplerlab.processes import OUVE
 from samplerlab.speech.data import find_speech_pairs, load_pair
-from samplerlab.speech.enhance import enhance, enhancement_solver, load_enhancement_model
+from samplerlab.speech.enhance import enhance, enhancement_grid, enhancement_solver, load_enhancement_model
 
 DEFAULT = ("pc", 30, "uniform-time")  # SGMSE+'s sampler
 SOLVERS = ["euler", "heun", "dpm-solver++", "dpm-solver++:order=3", "ipndm", "unipc:order=3", "deis-tab:order=3"]
@@ -45,13 +45,13 @@ def _steps_for(spec: str, budget: int) -> int | None:
 
 
 def run_config(model, process, signals, spec: str, steps: int, grid_name: str, metrics, dnsmos) -> dict:
-    solver = enhancement_solver(spec)
-    grid = make_grid(grid_name, steps, process)
+    # a registered grid, or a calibrated grid file with its solver settings and model levels
+    denoiser, grid, solver = enhancement_grid(grid_name, steps, model, enhancement_solver(spec))
     per_file, nfe, seconds, audio = [], 0, 0.0, 0.0
     for i, (clean, noisy) in enumerate(signals):
         r = enhance(
             noisy,
-            model.denoiser,
+            denoiser,
             solver,
             grid=grid,
             process=process,

@@ -14,6 +14,7 @@ import pickle
 import sys
 import types
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -67,7 +68,8 @@ class _Persistent:
 
 
 def _fake_persistence(run_source: bool):
-    """A stand-in ``torch_utils.persistence`` (writing needs the name; ``run_source`` mimics EDM's loader)."""
+    """A stand-in ``torch_utils.persistence`` (writing needs the name; ``run_source`` mimics EDM's loader), to
+    install with ``patch.dict(sys.modules, ...)``, which takes it away again."""
     package, module = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
 
     def _reconstruct_persistent_obj(meta):
@@ -144,16 +146,8 @@ def _write_edm_pickle(path: Path, fixture: Path, *, extra=None) -> None:
         "dataset_kwargs": {"class_name": "training.dataset.ImageFolderDataset", "path": "cifar10.zip"},
         **(extra or {}),
     }
-    saved = {name: sys.modules.get(name) for name in ("torch_utils", "torch_utils.persistence")}
-    sys.modules.update(_fake_persistence(run_source=False))
-    try:
+    with patch.dict(sys.modules, _fake_persistence(run_source=False)):
         path.write_bytes(pickle.dumps(data))
-    finally:
-        for name, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
 
 
 @pytest.mark.parametrize("fixture", EDM_FIXTURES, ids=lambda p: p.stem)
@@ -178,17 +172,9 @@ def test_the_pickle_is_armed_and_load_edm_runs_none_of_it(tmp_path):
     """EDM's own loader would exec module_src (here: raise); samplerlab's reads the same file."""
     path = tmp_path / "net.pkl"
     _write_edm_pickle(path, FIXTURES / "edm_vp_ddpmpp.safetensors")
-    saved = {name: sys.modules.get(name) for name in ("torch_utils", "torch_utils.persistence")}
-    sys.modules.update(_fake_persistence(run_source=True))
-    try:
+    with patch.dict(sys.modules, _fake_persistence(run_source=True)):
         with pytest.raises(RuntimeError, match="module_src was executed"):
             pickle.loads(path.read_bytes())
-    finally:
-        for name, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
     data = read_edm_pickle(path)
     assert data["ema"].class_name == "VPPrecond"
     assert "torch_utils" not in sys.modules
@@ -244,13 +230,8 @@ def test_an_unknown_network_class_is_named_with_the_valid_ones(tmp_path):
     data["ema"].class_name = "StyleGAN3"
     state = data["ema"].state
     rewritten = {"ema": _Persistent("StyleGAN3", {"_init_kwargs": state["_init_kwargs"], "_modules": {}})}
-    saved = {name: sys.modules.get(name) for name in ("torch_utils", "torch_utils.persistence")}
-    sys.modules.update(_fake_persistence(run_source=False))
-    try:
+    with patch.dict(sys.modules, _fake_persistence(run_source=False)):
         path.write_bytes(pickle.dumps(rewritten))
-    finally:
-        for name, mod in saved.items():
-            sys.modules.pop(name, None) if mod is None else sys.modules.__setitem__(name, mod)
     with pytest.raises(CheckpointError, match=r"'StyleGAN3' is not one samplerlab rebuilds; valid: VPPrecond"):
         load_edm(path)
 

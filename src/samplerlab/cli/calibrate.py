@@ -3,7 +3,6 @@ as a grid file that ``--grid FILE.json`` takes wherever a grid is asked for."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from .common import (
@@ -63,9 +62,10 @@ def run(args) -> int:
             def cond(seeds, classes=meta["num_classes"]):
                 return {"class_labels": random_labels(list(seeds), classes)}
 
-        # a published model's trained range, within EDM's sampling range (as sample and eval use)
-        lo = max(0.002, float(meta.get("sigma_min", 0.0)), process.sigma_min)
-        hi = min(80.0, float(meta.get("sigma_max", math.inf)), process.sigma_max)
+        from ..experiments.image_eval import sampling_range
+
+        lo, hi = sampling_range(meta)  # as sample and eval sample it
+        lo, hi = max(lo, process.sigma_min), min(hi, process.sigma_max)
         target = Target(
             model, process, tuple(meta["shape"]), dtype=torch.float32, cond=cond, sigma_min=lo, sigma_max=hi
         )

@@ -42,6 +42,7 @@ __all__ = [
     "write_image_eval",
     "format_image_eval",
     "random_labels",
+    "sampling_range",
 ]
 
 DEFAULT_EVAL_SOLVERS = ["euler", "heun", "dpm-solver++", "unipc:order=3", "ipndm", "deis-tab:order=3"]
@@ -81,6 +82,16 @@ class ImageEvalRow:
     # KID difference with its standard error; None for that cell itself
     fd_vs_best: tuple[float, float, float] | None = None
     kid_vs_best: tuple[float, float] | None = None
+
+
+def sampling_range(meta: dict) -> tuple[float, float]:
+    """EDM's sampling range [0.002, 80], narrowed to a published model's trained range (``meta``'s sigma_min /
+    sigma_max, as EDM's sampler narrows it); a samplerlab checkpoint names none and keeps EDM's."""
+    defaults = ImageEvalConfig()
+    return (
+        max(defaults.sigma_min, float(meta.get("sigma_min", 0.0))),
+        min(defaults.sigma_max, float(meta.get("sigma_max", math.inf))),
+    )
 
 
 def random_labels(seeds: list[int], num_classes: int) -> Tensor:
@@ -176,8 +187,7 @@ def sample_checkpoint(
     if guidance != 1.0 and not num_classes:
         raise ValueError(f"--cfg {guidance}: guidance needs a class-conditional model")
     config = ImageEvalConfig()
-    config.sigma_min = max(config.sigma_min, float(meta.get("sigma_min", 0.0)))
-    config.sigma_max = min(config.sigma_max, float(meta.get("sigma_max", math.inf)))
+    config.sigma_min, config.sigma_max = sampling_range(meta)
     if is_grid_file(grid):
         config.grid = grid
     else:
@@ -403,6 +413,7 @@ def evaluate_checkpoint(
             f"{tuple(train_set.data.shape[1:])}"
         )
     defaults = ImageEvalConfig()
+    lo, hi = sampling_range(meta)
     config = ImageEvalConfig(
         solvers=solvers or defaults.solvers,
         nfes=nfes or [5, 10, 20, 35],
@@ -410,8 +421,8 @@ def evaluate_checkpoint(
         samples=samples or len(held_out),
         seed=seed,
         grid=grid,
-        sigma_min=max(defaults.sigma_min, float(meta.get("sigma_min", 0.0))),
-        sigma_max=min(defaults.sigma_max, float(meta.get("sigma_max", math.inf))),
+        sigma_min=lo,
+        sigma_max=hi,
     )
     return evaluate_image_model(model, meta, ref, extractor, config, progress=progress), ref, config
 

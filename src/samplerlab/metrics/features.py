@@ -231,19 +231,23 @@ class ReferenceStats:
 
     def kid(self, features: Tensor) -> tuple[float, float]:
         """KID to the reference features and its standard error (``metrics.distribution``)."""
-        from .distribution import kernel_inception_distance, kid_reference_term
+        from .distribution import kernel_inception_distance
 
-        if getattr(self, "_kid_yy", None) is None:
-            self._kid_yy = kid_reference_term(self.features)
-        return kernel_inception_distance(features, self.features, self._kid_yy)
+        return kernel_inception_distance(features, self.features, self._kid_reference_term())
 
     def kid_difference(self, features_a: Tensor, features_b: Tensor) -> tuple[float, float]:
         """KID(a) - KID(b) with its standard error, a and b sampled from the same seeds (paired)."""
-        from .distribution import kid_reference_term, paired_kid_difference
+        from .distribution import paired_kid_difference
 
+        return paired_kid_difference(features_a, features_b, self.features, self._kid_reference_term())
+
+    def _kid_reference_term(self) -> float:
+        """KID's reference-only part, computed once (it is O(n^2) in the reference features)."""
         if getattr(self, "_kid_yy", None) is None:
+            from .distribution import kid_reference_term
+
             self._kid_yy = kid_reference_term(self.features)
-        return paired_kid_difference(features_a, features_b, self.features, self._kid_yy)
+        return self._kid_yy
 
     def frechet_difference_interval(
         self, features_a: Tensor, features_b: Tensor, level: float = 0.95, resamples: int = 200, seed: int = 0

@@ -285,10 +285,7 @@ class SongUNet(nn.Module):
         emb = self.map_noise(noise_labels)
         emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(emb.shape)  # [sin, cos], the order it was trained in
         if self.map_label is not None:
-            labels = class_labels
-            if self.training and self.label_dropout:
-                keep = torch.rand(x.shape[0], 1, device=x.device) >= self.label_dropout
-                labels = labels * keep.to(labels.dtype)
+            labels = _drop_labels(class_labels, self.label_dropout if self.training else 0.0)
             emb = emb + self.map_label(labels * math.sqrt(self.map_label.in_features))
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels)
@@ -384,11 +381,7 @@ class DhariwalUNet(nn.Module):
             emb = emb + self.map_augment(augment_labels)
         emb = self.map_layer1(F.silu(self.map_layer0(emb)))
         if self.map_label is not None:
-            labels = class_labels
-            if self.training and self.label_dropout:
-                keep = torch.rand(x.shape[0], 1, device=x.device) >= self.label_dropout
-                labels = labels * keep.to(labels.dtype)
-            emb = emb + self.map_label(labels)
+            emb = emb + self.map_label(_drop_labels(class_labels, self.label_dropout if self.training else 0.0))
         emb = F.silu(emb)
         skips = []
         for block in self.enc.values():
@@ -399,6 +392,14 @@ class DhariwalUNet(nn.Module):
                 x = torch.cat([x, skips.pop()], dim=1)
             x = block(x, emb)
         return self.out_conv(F.silu(self.out_norm(x)))
+
+
+def _drop_labels(labels: Tensor, rate: float) -> Tensor:
+    """Each sample's one-hot label zeroed with probability ``rate`` (classifier-free guidance training)."""
+    if not rate:
+        return labels
+    keep = torch.rand(labels.shape[0], 1, device=labels.device) >= rate
+    return labels * keep.to(labels.dtype)
 
 
 def _choose(name: str, value: str, valid: tuple[str, ...]) -> None:
