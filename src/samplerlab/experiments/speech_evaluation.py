@@ -35,7 +35,8 @@ class SpeechEvaluation:
         if config.dnsmos or any(m.startswith("dnsmos_") for m in config.metrics):
             from ..metrics.dnsmos import DNSMOS
 
-            self.dnsmos = DNSMOS(config.dnsmos or None)  # None: the models speechmos ships
+            # None: the models speechmos ships; scored between enhancements, so it may use every thread
+            self.dnsmos = DNSMOS(config.dnsmos or None, threads=torch.get_num_threads())
         check_metrics(config.metrics, self.dnsmos)  # fail now, not after the first cell
         pairs = find_speech_pairs(config.corpus, "test")[: config.files]
         rate = self.model.spec.sample_rate

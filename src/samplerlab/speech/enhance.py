@@ -93,6 +93,9 @@ def load_enhancement_model(
     net, meta = load_checkpoint(model)
     if meta["config"].get("net") != "speech-unet":
         raise ValueError(f"{model}: not a speech score network (samplerlab speech train writes one); or use gaussian")
+    # channels-last weights: oneDNN's convolutions on this layout run the network 1.2x faster on CPU
+    # (benchmarks/speech_network.py); outputs agree to float32 rounding
+    net.net.to(memory_format=torch.channels_last)
     return EnhancementModel(net, net.net.down_factor, torch.float32, f"the network in {model}")
 
 
