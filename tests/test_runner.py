@@ -116,6 +116,29 @@ def test_bundled_example_has_the_four_published_experiments(tmp_path):
     assert summary["cells"] == 48
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_experiment_file_validates(path):
+    config = load_experiment(path)
+    config.validate()
+    assert cells_of(config)
+
+
+def test_network_study_runs_the_four_experiments_in_the_studys_reading_with_shared_baselines():
+    """The four experiments, N = 10 / 15 / 30, every metric; shapes and steepness in the study's (diffusion)
+    reading; the baseline computed once per N: 48 cells, 39 distinct."""
+    config = load_experiment(EXAMPLES / "sgmse_speech_study_network.toml")
+    assert [s.name for s in config.studies] == ["1 interchanged schedules", "2 steepness", "3 timestep offset",
+                                                 "4 non-uniform steps"]
+    assert all(s.steps == [10, 15, 30] for s in config.studies) and config.files >= 30
+    assert {"pesq", "stoi", "warpq", "dnsmos_ovrl", "dnsmos_p808"} <= set(config.metrics)
+    assert [s.normalisation for s in config.studies[:2]] == ["diffusion", "diffusion"]
+    cells = cells_of(config)
+    assert len(cells) == 48 and len({c.work_key for c in cells}) == 39
+
+
 def test_cli_run_schedules_plot_and_optimise_steps(tmp_path, capsys):
     path = _write(tmp_path)
     assert main(["run", str(path), "--out", str(tmp_path / "r"), "--no-progress"]) == 0
@@ -215,3 +238,42 @@ def test_a_study_under_the_diffusion_reading_shares_only_the_plain_base(tmp_path
     other = text.replace('process = "ouve"', 'process = "ve"').replace('problem = "ouve-gmm"', 'problem = "ouve-gmm"')
     with pytest.raises(ValueError, match=r"normalisation 'diffusion' needs process 'ouve'"):
         load_experiment(_write(tmp_path, other, "other.toml"))
+
+
+def test_a_baseline_computed_in_a_diffusion_study_is_shared_with_the_others_and_kept_on_resume(tmp_path):
+    """The plain base computed first under a "diffusion" study (its record's key carries the reading) is
+    the baseline of a later "marginal" study too: computed once, recorded for both with shared_from, in both
+    studies' tables, and not recomputed when the run is resumed."""
+    text = textwrap.dedent("""
+        [experiment]
+        name = "shared"
+        problem = "ouve-gmm"
+        process = "ouve"
+        samples = 16
+        metrics = ["snr_db"]
+
+        [[study]]
+        name = "shapes"
+        solvers = ["pc:corrector=annealed-langevin:snr=0.5"]
+        schedules = ["base", "vp"]
+        normalisation = "diffusion"
+        steps = [4]
+
+        [[study]]
+        name = "offset"
+        solvers = ["pc:corrector=annealed-langevin:snr=0.5"]
+        transforms = ["none", "offset=0.8"]
+        steps = [4]
+    """)
+    config = load_experiment(_write(tmp_path, text))
+    out = tmp_path / "run"
+    first = run_experiment(config, out, progress=False)
+    assert (first["computed"], first["shared"]) == (3, 1)
+    results = read_results(out / "results.jsonl")
+    base_offset = [r for r in results.values() if r["study"] == "offset" and r["transform"] == "none"]
+    assert len(base_offset) == 1 and base_offset[0]["shared_from"].startswith("shapes | ")
+    tables = (out / "tables.md").read_text()
+    offset_table = tables[tables.index("### offset"):]
+    assert "/ base / none |" in offset_table
+    again = run_experiment(config, out, progress=False)
+    assert (again["computed"], again["reused"]) == (0, 4)

@@ -31,8 +31,12 @@ def plot_metrics(config, cells, done, out_dir: Path) -> list[Path]:
         cols, rows = study_grid(study, cells, done)
         if not rows:
             continue
-        fig, axes = plt.subplots(1, len(config.metrics), figsize=(5 * len(config.metrics), 3.8), squeeze=False)
-        for ax, metric in zip(axes[0], config.metrics):
+        ncols = min(3, len(config.metrics))  # rows of three panels: nine metrics stay readable
+        nrows = -(-len(config.metrics) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+        for ax in axes.flat[len(config.metrics) :]:
+            ax.set_visible(False)
+        for ax, metric in zip(axes.flat, config.metrics):
             for k, (label, r) in enumerate(rows.items()):
                 pts = [(col[1], r[col]["metrics"][metric]) for col in cols if col in r]
                 ax.errorbar(
@@ -76,8 +80,12 @@ def plot_paired(config, cells, done, out_dir: Path) -> list[Path]:
         ):
             continue
         base = rows[labels[0]]
-        fig, axes = plt.subplots(1, len(config.metrics), figsize=(5 * len(config.metrics), 3.8), squeeze=False)
-        for ax, metric in zip(axes[0], config.metrics):
+        ncols = min(3, len(config.metrics))  # rows of three panels: nine metrics stay readable
+        nrows = -(-len(config.metrics) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+        for ax in axes.flat[len(config.metrics) :]:
+            ax.set_visible(False)
+        for ax, metric in zip(axes.flat, config.metrics):
             sign = metric_spec(metric).direction.sign
             for k, label in enumerate(labels[1:]):
                 xs, ys, lo, hi = [], [], [], []
@@ -97,10 +105,10 @@ def plot_paired(config, cells, done, out_dir: Path) -> list[Path]:
             ax.axhline(0.0, color="black", linewidth=0.8)
             ax.set_xticks(sorted({col[1] for col in cols}))
             ax.set_xlabel(cols[0][0] if cols else "")
-            ax.set_title(f"{metric_spec(metric).label}: minus {labels[0]}", fontsize=9)
+            ax.set_title(f"{metric_spec(metric).label}", fontsize=9)
             ax.grid(True, alpha=0.3)
         axes[0][0].legend(fontsize=6)
-        fig.suptitle(f"{study}: paired differences, 95 % bootstrap intervals")
+        fig.suptitle(f"{study}: paired differences to {labels[0]}, 95 % bootstrap intervals", fontsize=10)
         fig.tight_layout()
         path = out_dir / f"{_slug(study)}-paired.png"
         save_figure(fig, path, dpi=100)
