@@ -62,7 +62,9 @@ def main() -> None:
     print("\nheun (karras rho 7)\n   NFE      error")
     for nfe, err in heun:
         print(f"  {nfe:4d}   {err:.2e}")
-    print("\ndopri5 (atol = rtol / 10)\n  variable    rtol   NFE  accepted (mean / max)  rejected max     error   heun at NFE")
+    print(
+        "\ndopri5 (atol = rtol / 10)\n  variable    rtol   NFE  accepted (mean / max)  rejected max     error   heun at NFE"
+    )
     for variable in ("inv-sigma", "log-sigma"):
         for tol in TOLERANCES:
             solver = make_solver("dopri5", rtol=tol, atol=tol / 10, variable=variable)

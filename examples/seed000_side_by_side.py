@@ -66,7 +66,9 @@ def configuration(record: dict) -> str:
 def side_by_side(records: list[dict]) -> str:
     by_key = {(r["study"], configuration(r), r["steps"]): r for r in records if "metrics" in r}
     # the plain base is one cell whichever experiment lists it; the runner records it once
-    plain_base = {r["steps"]: r for r in records if "metrics" in r and (r["schedule"], r["transform"]) == ("base", "none")}
+    plain_base = {
+        r["steps"]: r for r in records if "metrics" in r and (r["schedule"], r["transform"]) == ("base", "none")
+    }
     lines = [
         "| experiment | configuration | N | PESQ: study | PESQ: samplerlab, paired [95 % CI] | files improved |"
         " same sign (PESQ / STOI / WARP-Q / DNSMOS) |",
