@@ -20,6 +20,16 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.lower()).strip("-")
 
 
+def _metric_panels(plt, n: int):
+    """A figure with one panel per metric in rows of three (nine metrics stay readable); unused panels hidden."""
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
 def plot_metrics(config, cells, done, out_dir: Path) -> list[Path]:
     import matplotlib
 
@@ -31,12 +41,8 @@ def plot_metrics(config, cells, done, out_dir: Path) -> list[Path]:
         cols, rows = study_grid(study, cells, done)
         if not rows:
             continue
-        ncols = min(3, len(config.metrics))  # rows of three panels: nine metrics stay readable
-        nrows = -(-len(config.metrics) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
-        for ax in axes.flat[len(config.metrics) :]:
-            ax.set_visible(False)
-        for ax, metric in zip(axes.flat, config.metrics):
+        fig, axes = _metric_panels(plt, len(config.metrics))
+        for ax, metric in zip(axes, config.metrics):
             for k, (label, r) in enumerate(rows.items()):
                 pts = [(col[1], r[col]["metrics"][metric]) for col in cols if col in r]
                 ax.errorbar(
@@ -52,7 +58,7 @@ def plot_metrics(config, cells, done, out_dir: Path) -> list[Path]:
             ax.set_xticks(sorted({col[1] for col in cols}))  # the measured budgets, not a generic spacing
             ax.set_title(metric_spec(metric).label, fontsize=10)
             ax.grid(True, alpha=0.3)
-        axes[0][0].legend(fontsize=6)
+        axes[0].legend(fontsize=6)
         fig.suptitle(study)
         fig.tight_layout()
         path = out_dir / f"{_slug(study)}-metrics.png"
@@ -80,12 +86,8 @@ def plot_paired(config, cells, done, out_dir: Path) -> list[Path]:
         ):
             continue
         base = rows[labels[0]]
-        ncols = min(3, len(config.metrics))  # rows of three panels: nine metrics stay readable
-        nrows = -(-len(config.metrics) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False)
-        for ax in axes.flat[len(config.metrics) :]:
-            ax.set_visible(False)
-        for ax, metric in zip(axes.flat, config.metrics):
+        fig, axes = _metric_panels(plt, len(config.metrics))
+        for ax, metric in zip(axes, config.metrics):
             sign = metric_spec(metric).direction.sign
             for k, label in enumerate(labels[1:]):
                 xs, ys, lo, hi = [], [], [], []
@@ -107,7 +109,7 @@ def plot_paired(config, cells, done, out_dir: Path) -> list[Path]:
             ax.set_xlabel(cols[0][0] if cols else "")
             ax.set_title(f"{metric_spec(metric).label}", fontsize=9)
             ax.grid(True, alpha=0.3)
-        axes[0][0].legend(fontsize=6)
+        axes[0].legend(fontsize=6)
         fig.suptitle(f"{study}: paired differences to {labels[0]}, 95 % bootstrap intervals", fontsize=10)
         fig.tight_layout()
         path = out_dir / f"{_slug(study)}-paired.png"

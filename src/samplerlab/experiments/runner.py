@@ -133,12 +133,9 @@ def _run(config, out_dir: Path, rank: int, world: int, progress: bool, on_cell) 
 def _work_key(record: dict) -> str:
     """The work key of a recorded cell, as ``Cell.work_key`` computes it (the plain base under any
     normalisation is one configuration): from the record's cell fields, not its key, whose normalisation
-    suffix would keep a baseline computed in a "diffusion" study from being shared with a "marginal" one."""
-    fields = {name: record[name] for name in Cell.__dataclass_fields__ if name in record}
-    try:
-        return Cell(**fields).work_key
-    except TypeError:  # a record without the cell's fields (written by hand): its key is all there is
-        return record["key"].split(" | ", 1)[1]
+    suffix would keep a baseline computed in a "diffusion" study from being shared with a "marginal" one.
+    Records older than the normalisation field get its default."""
+    return Cell(**{name: record[name] for name in Cell.__dataclass_fields__ if name in record}).work_key
 
 
 def _share_results(cells: list[Cell], done: dict, path) -> int:
