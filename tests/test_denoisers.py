@@ -11,9 +11,9 @@ from samplerlab.denoisers import (
     PredictionAdapter,
     prediction_from_x0,
 )
-from samplerlab.processes import EDM, OUVE, VE, SubVP, VPCosine, VPLinear
+from samplerlab.processes import EDM, OUVE, VE, RectifiedFlow, SubVP, VPCosine, VPLinear
 
-PROCESSES = [EDM(), VE(), VPLinear(), VPCosine(), SubVP(), OUVE()]
+PROCESSES = [EDM(), VE(), VPLinear(), VPCosine(), SubVP(), OUVE(), RectifiedFlow()]
 
 
 def _truth(prediction, x0, eps, t, p):
@@ -52,8 +52,8 @@ def test_adapter_recovers_x0_from_exact_targets(prediction, p):
 
 
 @pytest.mark.parametrize("prediction", list(Prediction))
-def test_parameterisation_round_trip(prediction):
-    p = VPLinear()
+@pytest.mark.parametrize("p", [VPLinear(), RectifiedFlow()], ids=lambda p: p.name)
+def test_parameterisation_round_trip(prediction, p):
     gmm = GaussianMixture(torch.ones(2), torch.tensor([[1.0, 0.0], [-1.0, 0.5]], dtype=torch.float64),
                           torch.tensor([[0.1, 0.2], [0.3, 0.05]], dtype=torch.float64))
 
@@ -66,6 +66,33 @@ def test_parameterisation_round_trip(prediction):
     x = torch.randn(5, 2, dtype=torch.float64) * 2
     for sigma in (0.05, 1.0, 20.0):
         assert torch.allclose(D(x, sigma), gmm(x, sigma), atol=1e-9)
+
+
+def test_flow_velocity_is_eps_minus_x0_under_rectified_flow_in_float32_at_its_start():
+    """Under rectified flow the velocity is v = eps - x_0 (Liu et al. 2022) and x_0 = x_t - t v; at t_max =
+    1 - 1e-4 the adapter must keep float32 precision (its coefficients are formed in float64: in float32,
+    sigma_t' = -sigma + s sigma' is 1 computed from two numbers near 1e4)."""
+    p = RectifiedFlow()
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g)
+    for t in (0.3, 0.99, p.t_max):
+        x_t = (1 - t) * x0 + t * eps
+        seen = {}
+
+        def net(x_in, timestep):
+            seen["x"], seen["t"] = x_in, timestep
+            return eps - x0
+
+        D = PredictionAdapter(net, p, "flow", time_scale=1000)
+        sigma = torch.tensor(t / (1 - t), dtype=torch.float32)
+        out = D(x_t / float(p.scale(float(sigma))), sigma)
+        assert torch.allclose(out, x0, atol=2e-4, rtol=0), (t, (out - x0).abs().max())
+        assert torch.allclose(seen["x"], x_t, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(seen["t"], torch.full((4,), 1000 * t), rtol=1e-6)
+        # and the other way: the adapter's own inverse gives back the velocity eps - x_0
+        v = prediction_from_x0(x0.double(), x_t.double(), torch.tensor(t / (1 - t), dtype=torch.float64), p,
+                               Prediction.FLOW)
+        assert torch.allclose(v, (eps - x0).double(), atol=1e-6)
 
 
 def _linear_alphas_cumprod(K=1000):

@@ -4,10 +4,11 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from samplerlab.processes import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make_process
+from samplerlab.processes import EDM, OUVE, PROCESSES, VE, RectifiedFlow, SubVP, VPCosine, VPLinear, make_process
 from samplerlab.registry import UnknownNameError
 
-ALL = [EDM(), VE(), VPLinear(), VPCosine(), SubVP(), OUVE(), OUVE(theta=0.5, sigma_lo=0.1, sigma_hi=1.0)]
+ALL = [EDM(), VE(), VPLinear(), VPCosine(), SubVP(), OUVE(), OUVE(theta=0.5, sigma_lo=0.1, sigma_hi=1.0),
+       RectifiedFlow()]
 
 
 def _times(p, n=7):
@@ -77,4 +78,30 @@ def test_registry_errors_list_valid_names():
         make_process("vpp")
     with pytest.raises(ValueError, match="bad parameters"):
         make_process("vp", beta=3)
-    assert set(PROCESSES.names()) == {"edm", "ve", "vp", "vp-cosine", "subvp", "ouve"}
+    assert set(PROCESSES.names()) == {"edm", "ve", "vp", "vp-cosine", "subvp", "ouve", "rectified-flow"}
+
+
+def test_rectified_flow_is_the_linear_path():
+    """x_t = (1 - t) x_0 + t eps (Liu et al. 2022; Esser et al. 2024, eq. 3): s = 1 - t and s sigma = t."""
+    p = make_process("rectified-flow")
+    t = torch.linspace(0.0, 0.999, 9, dtype=torch.float64)
+    assert torch.allclose(p.s(t), 1 - t) and torch.allclose(p.marginal_std(t), t)
+    assert torch.allclose(p.scale(p.sigma(t)), 1 - t, rtol=1e-12)
+    # far from 0 the scale keeps its relative precision where 1 - t(sigma) would cancel
+    assert float(p.scale(1e12)) == pytest.approx(1e-12, rel=1e-9)
+    assert p.sigma_max == pytest.approx(9999.0) and p.prior_std() == pytest.approx(1 - 1e-4)
+    # the probability-flow ODE is the flow: dx/dt = (x - D) / t, i.e. (s'/s + sigma'/sigma) = s sigma'/sigma = 1/t
+    for v in (0.1, 0.5, 0.9):
+        tt = torch.tensor(v, dtype=torch.float64)
+        a = p.ds_dt(tt) / p.s(tt) + p.dsigma_dt(tt) / p.sigma(tt)
+        b = p.s(tt) * p.dsigma_dt(tt) / p.sigma(tt)
+        assert float(a) == pytest.approx(1 / v) and float(b) == pytest.approx(1 / v)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"t_max": 1.0}, "t_max must be < 1"), ({"t_max": 1.5}, "t_max must be < 1"),
+    ({"t_min": -0.1}, "t_min must be a finite number >= 0"), ({"t_min": 0.5, "t_max": 0.2}, "t_min < t_max"),
+])
+def test_rectified_flow_refuses_times_outside_its_range(params, message):
+    with pytest.raises(ValueError, match=message):
+        make_process("rectified-flow", **params)

@@ -69,8 +69,11 @@ class Prediction(enum.Enum):
 
 
 def _coefficients(process: Process, sigma: Tensor):
-    t = process.t_of_sigma(sigma)
-    return t, process.s(t), process.ds_dt(t), process.dsigma_dt(t)
+    """t, s, s', sigma' at ``sigma``, computed in float64 and returned in sigma's dtype: near a process's
+    singular end (rectified flow at t -> 1: s -> 0, sigma' -> inf) the float32 products cancel badly."""
+    sig = sigma.to(torch.float64)
+    t = process.t_of_sigma(sig)
+    return tuple(v.to(sigma.dtype) for v in (t, process.scale(sig), process.ds_dt(t), process.dsigma_dt(t)))
 
 
 def _x0_from_output(pred: Tensor, x_t: Tensor, alpha, sigma_t, prediction: Prediction) -> Tensor:
@@ -88,17 +91,24 @@ def _x0_from_output(pred: Tensor, x_t: Tensor, alpha, sigma_t, prediction: Predi
     raise ValueError(f"prediction {prediction.value!r} needs the process's time derivatives")
 
 
+def _flow_coefficients(process: Process, sigma: Tensor):
+    """(a, b, c) with x_0 = (a x_t - b u) / c for a flow output u = alpha' x_0 + sigma_t' eps: eliminating eps,
+    sigma_t' x_t - sigma_t u = (sigma_t' alpha - sigma_t alpha') x_0 = s^2 sigma' x_0. In float64 (for rectified
+    flow a = c = 1 and b = t, but near t = 1 float32 would compute a from -sigma + s sigma', two numbers of 1e4)."""
+    sig = sigma.to(torch.float64)
+    t = process.t_of_sigma(sig)
+    s, ds, dsig = process.scale(sig), process.ds_dt(t), process.dsigma_dt(t)
+    return tuple(v.to(sigma.dtype) for v in (ds * sig + s * dsig, s * sig, s**2 * dsig))
+
+
 def x0_from_prediction(pred: Tensor, x_t: Tensor, sigma: Tensor, process: Process, prediction: Prediction) -> Tensor:
     """Invert a network output to x_0 (sigma already shaped like x)."""
-    _, s, ds, dsig = _coefficients(process, sigma)
-    alpha, sigma_t = s, s * sigma
     if prediction in (Prediction.EPSILON, Prediction.V, Prediction.SCORE, Prediction.X0):
-        return _x0_from_output(pred, x_t, alpha, sigma_t, prediction)
+        _, s, _, _ = _coefficients(process, sigma)
+        return _x0_from_output(pred, x_t, s, s * sigma, prediction)
     if prediction is Prediction.FLOW:
-        # eliminate eps from x_t and u = alpha' x_0 + sigma_t' eps:
-        # sigma_t' x_t - sigma_t u = (sigma_t' alpha - sigma_t alpha') x_0 = s^2 sigma' x_0
-        dsigma_t = ds * sigma + s * dsig
-        return (dsigma_t * x_t - sigma_t * pred) / (s**2 * dsig)
+        dsigma_t, sigma_t, denominator = _flow_coefficients(process, sigma)
+        return (dsigma_t * x_t - sigma_t * pred) / denominator
     raise ValueError(f"unknown prediction {prediction!r}; valid: {[p.value for p in Prediction]}")
 
 
@@ -116,26 +126,30 @@ def prediction_from_x0(x0: Tensor, x_t: Tensor, sigma: Tensor, process: Process,
     if prediction is Prediction.X0:
         return x0
     if prediction is Prediction.FLOW:
-        return ds * x0 + (ds * sigma + s * dsig) * eps
+        dsigma_t, _, _ = _flow_coefficients(process, sigma)
+        return ds * x0 + dsigma_t * eps
     raise ValueError(f"unknown prediction {prediction!r}; valid: {[p.value for p in Prediction]}")
 
 
 class PredictionAdapter:
-    """Wrap ``net(x_t, t, **cond)`` of a continuous-time process as D(x_hat, sigma).
+    """Wrap ``net(x_t, timestep, **cond)`` of a continuous-time process as D(x_hat, sigma).
 
-    The network sees its own coordinates: x_t = s(t) x_hat at t = t(sigma).
+    The network sees its own coordinates: x_t = s(t) x_hat at t = t(sigma), and ``timestep = time_scale * t``
+    (1 for networks conditioned on t itself; 1000 for the flow-matching transformers of SD3 / Flux, which
+    take t in [0, 1000] as diffusers passes it, or 999 for score_sde's continuous DDPM models).
     """
 
-    def __init__(self, net: Callable, process: Process, prediction: Prediction | str):
+    def __init__(self, net: Callable, process: Process, prediction: Prediction | str, time_scale: float = 1.0):
         self.net = net
         self.process = process
         self.prediction = Prediction(prediction)
+        self.time_scale = float(time_scale)
 
     def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
         sig = as_batch_sigma(sigma, x)
-        t = self.process.t_of_sigma(sig)
-        x_t = self.process.s(t) * x
-        out = self.net(x_t, t.reshape(-1), **cond)
+        t, s, _, _ = _coefficients(self.process, sig)
+        x_t = s * x
+        out = self.net(x_t, (self.time_scale * t).reshape(-1), **cond)
         return x0_from_prediction(out, x_t, sig, self.process, self.prediction)
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .processes import Process
-from .registry import Registry
+from .registry import Registry, parse_spec
 
 __all__ = [
     "GridError",
@@ -35,6 +35,12 @@ __all__ = [
     "exponential",
     "polyexponential",
     "from_list",
+    "flow",
+    "flux",
+    "shift_levels",
+    "shift_times",
+    "flux_mu",
+    "image_seq_len",
     "saved",
     "saved_grid_path",
     "GridFile",
@@ -210,6 +216,134 @@ def quadratic_time(num_steps: int, process: Process | None = None, *, final_zero
     return time_steps(num_steps, process, power=2.0, final_zero=final_zero)
 
 
+# -- flow-matching grids and the resolution shift ------------------------------------------------------
+
+
+def _check_shift(shift) -> float:
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not (math.isfinite(shift) and shift > 0):
+        raise GridError(f"shift must be a finite number > 0, got {shift!r}")
+    return float(shift)
+
+
+def shift_times(t: Tensor, shift: float) -> Tensor:
+    """SD3's resolution shift of flow times, t -> shift t / (1 + (shift - 1) t) (Esser et al. 2024, Sec. 5.3.2,
+    eq. 23, shift = sqrt(m / n) for m pixels in place of n): it keeps 0 and 1 and moves the steps toward t = 1
+    (more noise) for shift > 1. Under rectified flow sigma = t / (1 - t), and the map is sigma -> shift sigma
+    (``shift_levels``), which is how it applies to every process."""
+    shift = _check_shift(shift)
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def shift_levels(sigmas, shift: float) -> Tensor:
+    """Every level times ``shift``: the resolution shift in sigma form, for any grid and process. The SNR of a
+    level falls by shift^2 (Esser et al. 2024, eq. 23: the shift that keeps the uncertainty of an image of
+    shift^2 times the pixels); under rectified flow it is ``shift_times``. Returns a validated grid."""
+    return validate_grid(torch.as_tensor(sigmas, dtype=torch.float64) * _check_shift(shift))
+
+
+def image_seq_len(height: int, width: int, vae_scale: int = 8, patch: int = 2) -> int:
+    """Tokens of an image for the Flux / SD3 transformers: (H / (vae_scale patch)) (W / (vae_scale patch))
+    latent patches; 4096 at 1024 x 1024."""
+    for name, v in (("height", height), ("width", width), ("vae_scale", vae_scale), ("patch", patch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise GridError(f"{name} must be a positive integer, got {v!r}")
+    return (height // (vae_scale * patch)) * (width // (vae_scale * patch))
+
+
+def flux_mu(
+    seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5, max_shift: float = 1.15
+) -> float:
+    """Flux's resolution-dependent shift: mu rises linearly in the image's token count from ``base_shift`` at
+    ``base_seq_len`` to ``max_shift`` at ``max_seq_len`` (Black Forest Labs' Flux reference sampling; the
+    defaults of its released scheduler configuration), and the times are shifted by exp(mu)."""
+    if not base_seq_len < max_seq_len:
+        raise GridError(f"need base_seq_len < max_seq_len, got {base_seq_len}, {max_seq_len}")
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return base_shift + slope * (seq_len - base_seq_len)
+
+
+def _flow_levels(t: Tensor, process: Process | None, sigma_max, final_zero: bool) -> Tensor:
+    """Flow times (descending, the first 1) as sigma levels t / (1 - t), the first (t = 1, sigma = inf: pure
+    noise) replaced by ``sigma_max`` (default the process's, rectified flow's t_max = 1 - 1e-4)."""
+    if sigma_max is None:
+        if process is None:
+            raise ValueError("give sigma_max, or a process to take it from")
+        sigma_max = process.sigma_max
+    if not (math.isfinite(sigma_max) and sigma_max > 0):
+        raise GridError(f"need a finite sigma_max > 0, got {sigma_max!r}")
+    levels = torch.full_like(t, float(sigma_max))
+    levels[1:] = t[1:] / (1 - t[1:])
+    if len(levels) > 1 and not levels[1] < sigma_max:
+        raise GridError(
+            f"the flow grid's second level ({float(levels[1]):.4g}, t = {float(t[1]):.6g}) is not below its start "
+            f"sigma_max = {sigma_max:.4g}: start higher (a process with t_max closer to 1, or sigma_max=) or "
+            "take fewer steps or a smaller shift"
+        )
+    return _finish(levels, final_zero, process)
+
+
+def _flow_start(num_steps: int, final_zero: bool) -> int:
+    _ramp(num_steps, final_zero)  # checks num_steps
+    return num_steps if final_zero else num_steps + 1
+
+
+def flow(
+    num_steps: int,
+    process: Process | None = None,
+    *,
+    shift: float = 1.0,
+    mu: float | None = None,
+    t_min: float | None = None,
+    sigma_max=None,
+    final_zero: bool = True,
+) -> Tensor:
+    """The flow-matching default grid: uniform in flow time t, shifted, as diffusers' FlowMatchEulerDiscrete
+    scheduler lays it for SD3 (Esser et al. 2024): t_i = linspace(1, t_end, N), then shifted.
+
+    Static shift (``mu`` None): t_end = shift_times(t_min) and t_i = shift_times(linspace(1, t_end, N), shift),
+    so the end point is shifted twice, as diffusers computes it. Dynamic shift (``mu``): t_i =
+    shift_times(linspace(1, t_min, N), exp(mu)). ``t_min`` defaults to 1/1000 (diffusers' 1000 training
+    steps). Levels are sigma = t / (1 - t) on any process; t = 1 (pure noise, sigma = inf) becomes
+    ``sigma_max`` (the process's, for rectified flow t_max = 1 - 1e-4).
+    """
+    n = _flow_start(num_steps, final_zero)
+    t_min = 1e-3 if t_min is None else t_min
+    if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 < t_min < 1:
+        raise GridError(f"t_min must be in (0, 1), got {t_min!r}")
+    if mu is None:
+        t_end = float(shift_times(torch.tensor(t_min, dtype=torch.float64), shift))
+        t = shift_times(torch.linspace(1, t_end, n, dtype=torch.float64), shift)
+    else:
+        t = shift_times(torch.linspace(1, t_min, n, dtype=torch.float64), _mu_shift(mu))
+    return _flow_levels(t, process, sigma_max, final_zero)
+
+
+def _mu_shift(mu) -> float:
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or abs(mu) > 50:
+        raise GridError(f"mu must be a finite number in [-50, 50] (the shift is exp(mu)), got {mu!r}")
+    return math.exp(mu)
+
+
+def flux(
+    num_steps: int,
+    process: Process | None = None,
+    *,
+    mu: float | None = None,
+    height: int = 1024,
+    width: int = 1024,
+    sigma_max=None,
+    final_zero: bool = True,
+) -> Tensor:
+    """Flux's grid: t_i = shift_times(linspace(1, 1/N, N), exp(mu)), as the Flux pipelines lay it, with ``mu``
+    from the image size (``flux_mu(image_seq_len(height, width))``: 1.15 at 1024 x 1024) unless given.
+    Levels as in ``flow``."""
+    n = _flow_start(num_steps, final_zero)
+    if mu is None:
+        mu = flux_mu(image_seq_len(height, width))
+    t = shift_times(torch.linspace(1, 1 / n, n, dtype=torch.float64), _mu_shift(mu))
+    return _flow_levels(t, process, sigma_max, final_zero)
+
+
 def from_list(values: Sequence[float], process: Process | None = None) -> Tensor:
     """A user-given grid, validated."""
     return validate_grid(values, process)
@@ -367,17 +501,27 @@ GRIDS.register("saved")(saved)
 GRIDS.register("logsnr")(logsnr_uniform)
 GRIDS.register("exponential")(exponential)
 GRIDS.register("polyexponential")(polyexponential)
+GRIDS.register("flow")(flow)
+GRIDS.register("flux")(flux)
+
+_SHIFTS_ITSELF = (flow, flux)  # grids whose shift acts on flow time and keeps t = 1
 
 
 def make_grid(name: str, num_steps: int, process: Process, /, **params) -> Tensor:
-    """Build a registered grid by name (configuration / CLI boundary), or read a grid file (a path ending in
-    .json, which must have ``num_steps`` steps)."""
+    """Build a registered grid by name or spec (``flow:shift=3``; configuration / CLI boundary), or read a grid
+    file (a path ending in .json, which must have ``num_steps`` steps). ``shift`` works with every grid: the
+    flow grids shift their times, keeping the pure-noise start; any other grid has every level multiplied
+    (``shift_levels``)."""
     if is_grid_file(name):
         if params:
             raise ValueError(f"a grid file takes no grid parameters, got {params}")
         return saved(num_steps, process, name=name)
+    name, spec_params = parse_spec(name, "grid", "flow:shift=3")
+    params = {**spec_params, **params}
     fn = GRIDS.get(name)
+    shift = None if fn in _SHIFTS_ITSELF else params.pop("shift", None)
     try:
-        return fn(num_steps, process, **params)
+        grid = fn(num_steps, process, **params)
     except TypeError as err:
         raise ValueError(f"bad parameters {params} for grid {name!r}: {err}") from err
+    return grid if shift is None else validate_grid(shift_levels(grid, shift), process)

@@ -38,6 +38,7 @@ __all__ = [
     "VPCosine",
     "SubVP",
     "OUVE",
+    "RectifiedFlow",
     "PROCESSES",
     "make_process",
 ]
@@ -406,6 +407,66 @@ class OUVE(Process):
 
     def diffusion(self, t):
         return self.sigma_lo * torch.exp(self._log_r * _t(t)) * math.sqrt(2 * self._log_r)
+
+
+@PROCESSES.register("rectified-flow")
+@dataclass(repr=False)
+class RectifiedFlow(Process):
+    """The rectified-flow / flow-matching path x_t = (1 - t) x_0 + t eps, t in [0, 1] (Liu et al. 2022, eq. 1;
+    Lipman et al. 2022, eq. 20 with sigma_min = 0; Esser et al. 2024, SD3, Sec. 2 and eq. 3).
+
+    In the (s, sigma) form: s(t) = 1 - t, sigma(t) = t / (1 - t), t(sigma) = sigma / (1 + sigma), so
+    s sigma = t and the signal-to-noise ratio is ((1 - t) / t)^2. A flow model's velocity
+    v = dx_t/dt = eps - x_0 is ``Prediction.FLOW`` under this process, and the probability-flow ODE
+    (Karras et al. 2022, eq. 4) is dx/dt = (x - D(x / s; sigma)) / t, the learned flow itself.
+    The SDE with the same marginals: f = s'/s = -1 / (1 - t), g^2 = 2 s^2 sigma sigma' = 2 t / (1 - t)
+    (the family of Song et al. 2021, eq. 5, for this s and sigma; both are singular at t = 1).
+
+    t = 1 is pure noise (x = eps) but sigma = inf there, a level no solver step can take, so sampling
+    starts at ``t_max`` < 1 (default 1 - 1e-4, sigma_max = 9999) from the prior x = t_max z: that differs
+    from the flow started at t = 1 by (1 - t_max) E[x_0] + O((1 - t_max)^2), since near t = 1 the flow
+    moves x by (t - 1)(x - E[x_0]). ``t_min`` (default 1e-3, diffusers' 1 / 1000 training steps) is the
+    smallest level a built-in grid uses before its final step to 0.
+    """
+
+    t_min: float = 1e-3
+    t_max: float = 1.0 - 1e-4
+    name = "rectified-flow"
+
+    def check_parameters(self) -> None:
+        super().check_parameters()
+        if not self.t_max < 1:
+            raise ValueError(
+                f"process {self.name}: t_max must be < 1 (sigma = t / (1 - t) is infinite at t = 1), got {self.t_max!r}"
+            )
+
+    def s(self, t):
+        return 1 - _t(t)
+
+    def sigma(self, t):
+        t = _t(t)
+        return t / (1 - t)
+
+    def ds_dt(self, t):
+        return torch.full_like(_t(t), -1.0)
+
+    def dsigma_dt(self, t):
+        return 1 / (1 - _t(t)) ** 2
+
+    def t_of_sigma(self, sigma):
+        sigma = _t(sigma)
+        return sigma / (1 + sigma)
+
+    def scale(self, sigma):
+        # 1 / (1 + sigma) rather than 1 - t(sigma): no cancellation at large sigma
+        return 1 / (1 + _t(sigma))
+
+    def drift(self, t):
+        return -1 / (1 - _t(t))
+
+    def diffusion(self, t):
+        t = _t(t)
+        return torch.sqrt(2 * t / (1 - t))
 
 
 def make_process(name: str, **params) -> Process:

@@ -11,6 +11,32 @@ from typing import Callable, Generic, Iterator, TypeVar
 T = TypeVar("T")
 
 
+def parse_value(text: str):
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec: str, kind: str = "solver", example: str = "unipc:order=3") -> tuple[str, dict]:
+    """'dpm-solver++:order=3:multistep=false' -> ('dpm-solver++', {'order': 3, 'multistep': False}): the spec
+    strings of solvers and grids (``flow:shift=3``) at the configuration / CLI boundary."""
+    name, *parts = spec.split(":")
+    params = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"bad {kind} spec {spec!r}: write NAME:KEY=VALUE:KEY=VALUE, e.g. {example!r}")
+        params[key.strip().replace("-", "_")] = parse_value(value.strip())
+    return name.strip(), params
+
+
 class UnknownNameError(ValueError):
     """A name that is not in a registry; the message lists the valid names."""
 

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from ..solvers.base import parse_value
+from ..registry import parse_value
 
 __all__ = [
     "csv_list",

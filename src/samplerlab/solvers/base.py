@@ -26,7 +26,7 @@ from torch import Tensor
 from ..denoisers import Denoiser
 from ..noise import SampleNoise
 from ..processes import Process
-from ..registry import Registry
+from ..registry import Registry, parse_spec, parse_value  # noqa: F401 (parse_value: re-exported)
 
 __all__ = [
     "StepContext",
@@ -388,29 +388,9 @@ def effective_order(order: int, i: int, num_steps: int, available: int, lower_or
 SOLVERS: Registry[type[Solver]] = Registry("solver")
 
 
-def parse_value(text: str):
-    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_solver_spec(spec: str) -> tuple[str, dict]:
     """'dpm-solver++:order=3:multistep=false' -> ('dpm-solver++', {'order': 3, 'multistep': False})."""
-    name, *parts = spec.split(":")
-    params = {}
-    for part in parts:
-        key, eq, value = part.partition("=")
-        if not eq or not key:
-            raise ValueError(f"bad solver spec {spec!r}: write NAME:KEY=VALUE:KEY=VALUE, e.g. 'unipc:order=3'")
-        params[key.strip().replace("-", "_")] = parse_value(value.strip())
-    return name.strip(), params
+    return parse_spec(spec, "solver", "unipc:order=3")
 
 
 def solver_from_spec(spec: str, **overrides) -> Solver:
