@@ -30,6 +30,7 @@ __all__ = [
     "LevelShift",
     "NFECounter",
     "as_batch_sigma",
+    "edm_noise_input",
     "prediction_from_x0",
     "X0Correction",
     "Clip",
@@ -131,26 +132,46 @@ def prediction_from_x0(x0: Tensor, x_t: Tensor, sigma: Tensor, process: Process,
     raise ValueError(f"unknown prediction {prediction!r}; valid: {[p.value for p in Prediction]}")
 
 
+def edm_noise_input(sigma: Tensor) -> Tensor:
+    """c_noise = ln(sigma) / 4, the noise conditioning of EDM's preconditioning (Karras et al. 2022, Table 1)."""
+    return torch.log(sigma) / 4
+
+
 class PredictionAdapter:
     """Wrap ``net(x_t, timestep, **cond)`` of a continuous-time process as D(x_hat, sigma).
 
     The network sees its own coordinates: x_t = s(t) x_hat at t = t(sigma), and ``timestep = time_scale * t``
     (1 for networks conditioned on t itself; 1000 for the flow-matching transformers of SD3 / Flux, which
-    take t in [0, 1000] as diffusers passes it, or 999 for score_sde's continuous DDPM models).
+    take t in [0, 1000] as diffusers passes it, or 999 for score_sde's continuous DDPM models), or
+    ``noise_input(sigma)`` where given (``edm_noise_input``: samplerlab's own networks, whatever they predict).
     """
 
-    def __init__(self, net: Callable, process: Process, prediction: Prediction | str, time_scale: float = 1.0):
+    def __init__(
+        self,
+        net: Callable,
+        process: Process,
+        prediction: Prediction | str,
+        time_scale: float = 1.0,
+        noise_input: Callable[[Tensor], Tensor] | None = None,
+    ):
         self.net = net
         self.process = process
         self.prediction = Prediction(prediction)
         self.time_scale = float(time_scale)
+        self.noise_input = noise_input
+
+    def output(self, x_t: Tensor, t: Tensor, **cond) -> Tensor:
+        """The network's own output at x_t and process time t (one per sample): what a loss on the
+        network's prediction (flow matching's velocity) compares with its target."""
+        if self.noise_input is None:
+            return self.net(x_t, self.time_scale * t, **cond)
+        return self.net(x_t, self.noise_input(self.process.sigma(t.to(torch.float64))).to(t.dtype), **cond)
 
     def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
         sig = as_batch_sigma(sigma, x)
         t, s, _, _ = _coefficients(self.process, sig)
         x_t = s * x
-        out = self.net(x_t, (self.time_scale * t).reshape(-1), **cond)
-        return x0_from_prediction(out, x_t, sig, self.process, self.prediction)
+        return x0_from_prediction(self.output(x_t, t.reshape(-1), **cond), x_t, sig, self.process, self.prediction)
 
 
 class DiscreteDDPMAdapter:
@@ -223,8 +244,7 @@ class EDMPrecond:
         c_skip = sd**2 / (sigma**2 + sd**2)
         c_out = sigma * sd / torch.sqrt(sigma**2 + sd**2)
         c_in = 1 / torch.sqrt(sigma**2 + sd**2)
-        c_noise = torch.log(sigma) / 4
-        return c_skip, c_out, c_in, c_noise
+        return c_skip, c_out, c_in, edm_noise_input(sigma)
 
     def __call__(self, x: Tensor, sigma, **cond) -> Tensor:
         sig = as_batch_sigma(sigma, x)

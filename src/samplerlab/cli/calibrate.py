@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--problem", default="gmm64", help="analytic problem (default: gmm64)")
     p.add_argument("--checkpoint", help="calibrate an image model instead of a problem: " + CHECKPOINT_HELP)
     add_published_config_arg(p)
-    p.add_argument("--process", default="edm", help="process (default: edm)")
+    p.add_argument("--process", help="process (default: the checkpoint's, else edm)")
     p.add_argument("--solver", default="ipndm", help="deterministic solver spec (default: ipndm)")
     p.add_argument("--nfe", type=positive_int, default=5, help="NFE budget (default: 5)")
     p.add_argument(
@@ -51,10 +51,13 @@ def run(args) -> int:
 
     solver = solver_from_spec(args.solver)
     method = CalibrationMethod.parse(args.method)
-    process = make_process(args.process)
     solver.steps_within(args.nfe, label=args.solver)
+    process = make_process(args.process) if args.process else None  # a bad name fails before any loading
     if args.checkpoint:
+        from ..experiments.image_eval import model_process
+
         model, meta = load_image_model(args.checkpoint, args.config)
+        process = process or model_process(meta)
         cond = None
         if meta.get("num_classes"):  # one class per seed, as samplerlab eval draws them
             from ..experiments.image_eval import random_labels
@@ -73,6 +76,7 @@ def run(args) -> int:
     else:
         from ..problems import make_problem
 
+        process = process or make_process("edm")
         problem = make_problem(args.problem)
         target = Target(problem.model, process, (problem.dim,))
         label = args.problem

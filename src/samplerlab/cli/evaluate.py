@@ -31,7 +31,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--nfe", type=int_list, help="NFE budgets (default: 5,10,20,35)")
     p.add_argument("--cfg", type=float_list, help="guidance scales (default: 1)")
-    p.add_argument("--grid", help="a grid file (samplerlab calibrate) instead of Karras's grid (default: karras)")
+    p.add_argument(
+        "--grid",
+        help="a grid name or spec (logsnr, flow:shift=3, ...) or a grid file of samplerlab calibrate "
+        "(default: the model's, karras; flow for a flow-matching model)",
+    )
     p.add_argument("--samples", type=sample_count, help="samples per cell (default: as many as held-out images)")
     p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument(

@@ -17,8 +17,9 @@ from .common import (
 )
 
 GRID_HELP = (
-    "karras, exponential, logsnr, ... on the model's sigma range, a grid file of samplerlab calibrate "
-    "(--checkpoint), or diffusers-leading / diffusers-linspace / diffusers-trailing for diffusers' own timesteps"
+    "karras, exponential, logsnr, flow:shift=3, ... on the model's sigma range, a grid file of samplerlab calibrate "
+    "(--checkpoint), or diffusers-leading / diffusers-linspace / diffusers-trailing for diffusers' own timesteps "
+    "(default: the model's, karras; flow for a flow-matching model)"
 )
 
 
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--diffusers", help="local diffusers UNet2DModel or pipeline folder (needs samplerlab[diffusers])")
     p.add_argument("--solver", default="dpm-solver++", help="solver spec (default: dpm-solver++)")
     p.add_argument("--steps", type=positive_int, default=20)
-    p.add_argument("--grid", default="karras", help=GRID_HELP)
+    p.add_argument("--grid", help=GRID_HELP)
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     add_published_config_arg(p)
     p.add_argument("--cfg", type=finite_float, default=1.0, help="classifier-free guidance scale (default: 1, none)")
@@ -54,7 +55,12 @@ def run(args) -> int:
 
     solver = solver_from_spec(args.solver)
     result = sample_diffusers(
-        load_diffusers(args.diffusers), solver, args.steps, seeds, grid=args.grid, progress=not args.no_progress
+        load_diffusers(args.diffusers),
+        solver,
+        args.steps,
+        seeds,
+        grid=args.grid or "karras",
+        progress=not args.no_progress,
     )
     path = save_image_grid(result.x, args.out)
     print(
@@ -66,7 +72,7 @@ def run(args) -> int:
 
 def _sample_checkpoint(args, seeds: list[int]) -> int:
     from ..distributed import init_from_env, rank
-    from ..experiments.image_eval import sample_checkpoint
+    from ..experiments.image_eval import default_grid, sample_checkpoint
     from ..imaging import save_image_grid
 
     init_from_env()
@@ -88,7 +94,7 @@ def _sample_checkpoint(args, seeds: list[int]) -> int:
         return 0
     path = save_image_grid(x, args.out, scale=max(1, 32 // meta["shape"][-1]))
     print(
-        f"{len(seeds)} samples, {args.solver}, {args.steps} steps on the {args.grid} grid, {nfe} NFE, "
+        f"{len(seeds)} samples, {args.solver}, {args.steps} steps on the {args.grid or default_grid(meta)} grid, {nfe} NFE, "
         f"guidance {args.cfg:g}, "
         f"{time.perf_counter() - start:.1f} s; wrote {path}"
     )

@@ -3,8 +3,9 @@
 For each cell: Fréchet distance to the training split's feature statistics (the held-out real
 images give the floor), improved precision / recall against the reference features, and, for a
 class-conditional model with the samplerlab feature classifier, the share of samples the classifier
-assigns to the requested class. Samples use the EDM process and Karras et al.'s grid (rho = 7,
-sigma in [0.002, 80]); sample i uses seed ``seed + i`` and a class drawn uniformly from that seed
+assigns to the requested class. Samples use the model's process (EDM, or rectified flow for a flow-matching
+model) and its default grid: Karras et al.'s (rho = 7, sigma in [0.002, 80]) under EDM, the flow grid
+(uniform in t from t_max = 1 - 1e-4) under rectified flow; sample i uses seed ``seed + i`` and a class drawn uniformly from that seed
 (``random_labels``), so a cell's samples do not depend on batch size or on how seeds are sharded over
 torchrun processes. Random rather than balanced classes matter: in a classifier's feature space the
 class clusters dominate the covariance, and exactly balanced classes would score a lower Fréchet
@@ -27,7 +28,7 @@ from ..distributed import gather, shard
 from ..grids import GridFile, is_grid_file, make_grid
 from ..metrics.distribution import precision_recall
 from ..metrics.features import ReferenceStats, batched_features
-from ..processes import EDM
+from ..processes import Process, make_process
 from ..sampling import generate
 from ..solvers import solver_from_spec
 
@@ -43,6 +44,8 @@ __all__ = [
     "format_image_eval",
     "random_labels",
     "sampling_range",
+    "model_process",
+    "default_grid",
 ]
 
 DEFAULT_EVAL_SOLVERS = ["euler", "heun", "dpm-solver++", "unipc:order=3", "ipndm", "deis-tab:order=3"]
@@ -56,7 +59,8 @@ class ImageEvalConfig:
     samples: int = 1000
     seed: int = 0
     batch: int = 500
-    sigma_min: float = 0.002
+    process: str = "edm"  # the process the model samples under (a flow-matching model: "rectified-flow")
+    sigma_min: float = 0.002  # the model's sampling range (``sampling_range``)
     sigma_max: float = 80.0
     rho: float = 7.0
     grid: str | None = None  # a grid file (samplerlab calibrate) instead of Karras's grid; cells of other steps skip
@@ -84,13 +88,25 @@ class ImageEvalRow:
     kid_vs_best: tuple[float, float] | None = None
 
 
+def model_process(meta: dict) -> Process:
+    """The process a model samples under: ``meta["process"]`` (rectified flow for a flow-matching checkpoint),
+    EDM's where the metadata names none."""
+    return make_process(meta.get("process", "edm"))
+
+
+def default_grid(meta: dict) -> str:
+    """The grid a model samples on unless told: the flow grid under rectified flow, else Karras et al.'s."""
+    return "flow" if model_process(meta).name == "rectified-flow" else "karras"
+
+
 def sampling_range(meta: dict) -> tuple[float, float]:
-    """EDM's sampling range [0.002, 80], narrowed to a published model's trained range (``meta``'s sigma_min /
-    sigma_max, as EDM's sampler narrows it); a samplerlab checkpoint names none and keeps EDM's."""
-    defaults = ImageEvalConfig()
+    """The model's process's range (EDM's [0.002, 80]; rectified flow's [0.001, 9999]), narrowed to a published
+    model's trained range (``meta``'s sigma_min / sigma_max, as EDM's sampler narrows it); a samplerlab
+    checkpoint names none and keeps its process's."""
+    process = model_process(meta)
     return (
-        max(defaults.sigma_min, float(meta.get("sigma_min", 0.0))),
-        min(defaults.sigma_max, float(meta.get("sigma_max", math.inf))),
+        max(process.sigma_min, float(meta.get("sigma_min", 0.0))),
+        min(process.sigma_max, float(meta.get("sigma_max", math.inf))),
     )
 
 
@@ -121,7 +137,7 @@ def sample_images(
     """Images for ``seeds`` (sharded over torchrun processes and gathered) and the counted NFE."""
     cfg = config or ImageEvalConfig()
     solver = solver_from_spec(solver_spec)
-    process = EDM()
+    process = make_process(cfg.process)
     denoiser = model
     if cfg.grid is not None:
         grid_file = GridFile.read(cfg.grid)
@@ -133,6 +149,8 @@ def sample_images(
             denoiser = LevelShift(model, grid, grid_file.model_sigmas)
     elif cfg.grid_name == "karras":
         grid = make_grid("karras", steps, process, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max, rho=cfg.rho)
+    elif (cfg.sigma_min, cfg.sigma_max) == (process.sigma_min, process.sigma_max):
+        grid = make_grid(cfg.grid_name, steps, process)  # the process's own range: grids that take none work too
     else:
         grid = make_grid(cfg.grid_name, steps, process, sigma_min=cfg.sigma_min, sigma_max=cfg.sigma_max)
     if num_classes and guidance != 1.0:
@@ -165,13 +183,13 @@ def sample_checkpoint(
     guidance: float = 1.0,
     progress: bool = False,
     name: str = "the checkpoint",
-    grid: str = "karras",
+    grid: str | None = None,
 ) -> tuple[Tensor, int]:
     """Images of a trained image model (``training.load_checkpoint``) or a published one
     (``adapters.published``) for ``seeds``: one class for all when ``class_label`` is given, else seed %
-    classes; ``guidance`` != 1 needs a class-conditional model. ``grid`` is a registered grid's name, laid on
-    the model's sigma range (EDM's [0.002, 80], narrowed to a published model's trained range as EDM's
-    sampler does), or a grid file of ``samplerlab calibrate``."""
+    classes; ``guidance`` != 1 needs a class-conditional model. ``grid`` is a registered grid's name or spec, laid
+    on the model's sigma range (``sampling_range``), or a grid file of ``samplerlab calibrate``; None: the
+    model's default (``default_grid``)."""
     shape, num_classes = tuple(meta["shape"]), meta["num_classes"]
     if len(shape) != 3:
         raise ValueError(f"{name} is a model of {shape}-shaped points, not images; sample it from the API")
@@ -186,8 +204,9 @@ def sample_checkpoint(
         labels = torch.full((len(seeds),), class_label)
     if guidance != 1.0 and not num_classes:
         raise ValueError(f"--cfg {guidance}: guidance needs a class-conditional model")
-    config = ImageEvalConfig()
+    config = ImageEvalConfig(process=model_process(meta).name)
     config.sigma_min, config.sigma_max = sampling_range(meta)
+    grid = grid or default_grid(meta)
     if is_grid_file(grid):
         config.grid = grid
     else:
@@ -206,13 +225,20 @@ def sample_checkpoint(
     )
 
 
-def checkpoint_sample_grid(data_shape, num_classes: int | None, path):
-    """A callback for ``train(on_checkpoint=...)``: a fixed 10 x 10 grid (class = column), Heun at 35 NFE."""
+def checkpoint_sample_grid(data_shape, num_classes: int | None, path, process: str = "edm"):
+    """A callback for ``train(on_checkpoint=...)``: a fixed 10 x 10 grid (class = column), Heun at 35 NFE on the
+    default grid of the model's ``process``."""
     from ..imaging import save_image_grid
+
+    meta = {"process": process}
+    config = ImageEvalConfig(process=process, grid_name=default_grid(meta))
+    config.sigma_min, config.sigma_max = sampling_range(meta)
 
     def on_checkpoint(step, model):
         n = 10 * max(1, min(10, num_classes or 10))
-        x, _ = sample_images(model, tuple(data_shape), "heun", 18, list(range(n)), num_classes=num_classes)
+        x, _ = sample_images(
+            model, tuple(data_shape), "heun", 18, list(range(n)), num_classes=num_classes, config=config
+        )
         save_image_grid(x, path / f"step-{step:07d}.png", nrow=10, scale=max(1, 32 // x.shape[-1]))
 
     return on_checkpoint
@@ -381,7 +407,7 @@ def evaluate_checkpoint(
     )
     from ..training import load_checkpoint
 
-    if grid is not None:
+    if grid is not None and is_grid_file(grid):
         GridFile.read(grid)  # a bad grid file is named before any work
     if Path(checkpoint).is_file():
         model, meta, info = _published_with_data(checkpoint, model_config, data, data_dir)
@@ -414,13 +440,16 @@ def evaluate_checkpoint(
         )
     defaults = ImageEvalConfig()
     lo, hi = sampling_range(meta)
+    grid = grid or default_grid(meta)
     config = ImageEvalConfig(
         solvers=solvers or defaults.solvers,
         nfes=nfes or [5, 10, 20, 35],
         guidance=guidance or [1.0],
         samples=samples or len(held_out),
         seed=seed,
-        grid=grid,
+        grid=grid if is_grid_file(grid) else None,
+        grid_name=defaults.grid_name if is_grid_file(grid) else grid,
+        process=model_process(meta).name,
         sigma_min=lo,
         sigma_max=hi,
     )

@@ -1,7 +1,9 @@
-"""EDM training (Karras et al. 2022, Sec. 5 and Table 1) with exact resume.
+"""EDM training (Karras et al. 2022, Sec. 5 and Table 1) with exact resume, or flow matching.
 
 Per example: sigma = exp(P_mean + P_std n), n ~ N(0, 1); loss lambda(sigma) ||D(x + sigma e; sigma) - x||^2
-with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 and D the EDM-preconditioned network.
+with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 and D the EDM-preconditioned network. With
+``objective = "flow"`` the network predicts the rectified-flow velocity and the loss is conditional flow
+matching at logit-normal t (``training.loss.FlowMatchingLoss``); everything else is shared.
 AdamW with linear warm-up, gradient-norm clipping, an EMA of the weights (the model one samples from),
 class-label dropout for classifier-free guidance.
 
@@ -34,12 +36,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..denoisers import EDMPrecond
 from ..distributed import all_reduce_mean, rank_and_world
 from ..io import atomic_write_text, remove_stale_temporaries
 from ..nets import NETS, UNetConfig
 from .checkpoint import TENSORS_FILE, CheckpointError, read_checkpoint, write_checkpoint
-from .loss import SIGMA_DISTRIBUTIONS, EDMLoss
+from .loss import OBJECTIVES, SIGMA_DISTRIBUTIONS, EDMLoss
 
 __all__ = ["TrainConfig", "EDMLoss", "TensorSource", "train", "load_checkpoint", "build_net"]
 
@@ -53,8 +54,13 @@ class TrainConfig:
     warmup: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.995
-    p_mean: float = -1.2
-    p_std: float = 1.2
+    # what the network predicts (training.loss.OBJECTIVES): "edm" (EDM's preconditioned denoiser) or "flow"
+    # (rectified-flow velocity, conditional flow matching; sampled under the rectified-flow process)
+    objective: str = "edm"
+    # log-normal noise levels, ln sigma ~ N(p_mean, p_std^2); None: the objective's default (EDM's -1.2, 1.2;
+    # flow: 0, 1, the logit-normal t of Esser et al. 2024, since ln sigma = logit t under rectified flow)
+    p_mean: float | None = None
+    p_std: float | None = None
     sigma_data: float = 0.5
     label_dropout: float = 0.1
     seed: int = 0
@@ -76,6 +82,9 @@ class TrainConfig:
     dropout: float = 0.1
 
     def __post_init__(self):
+        objective = OBJECTIVES.get(self.objective)
+        self.p_mean = objective.p_mean if self.p_mean is None else self.p_mean
+        self.p_std = objective.p_std if self.p_std is None else self.p_std
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
         self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
 
@@ -199,15 +208,18 @@ def _example_shape(meta: dict) -> tuple[int, ...]:
     return tuple(meta["shape"]) if "shape" in meta else (meta["dim"],)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict]:
-    """The EMA model of a checkpoint folder as a denoiser, and its JSON metadata (no code is run); a
-    file that is not a usable checkpoint raises ``CheckpointError`` naming it (``training.checkpoint``)."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Callable, dict]:
+    """The EMA model of a checkpoint folder as a denoiser D(x_hat, sigma) (EDM-preconditioned, or a rectified-flow
+    velocity adapter for ``objective = "flow"``), and its JSON metadata with the ``process`` it samples under (no
+    code is run); a file that is not a usable checkpoint raises ``CheckpointError`` naming it
+    (``training.checkpoint``)."""
     meta, tensors = read_checkpoint(path)
     config = _config_of(meta, path)
     net = _build_checked(meta, config, path)
     _load_part(net, tensors, "ema.", path)
     net.to(device).eval()
-    return EDMPrecond(net, config.sigma_data), meta
+    objective = OBJECTIVES.get(config.objective)
+    return objective.denoiser(net, config.sigma_data), {**meta, "process": objective.process.name}
 
 
 def _config_of(meta: dict, where) -> TrainConfig:
@@ -272,11 +284,11 @@ def train(
     stop_after: int | None = None,
     progress: bool = False,
     log: Callable[[dict], None] | None = None,
-    on_checkpoint: Callable[[int, EDMPrecond], None] | None = None,
+    on_checkpoint: Callable[[int, Callable], None] | None = None,
     device: str | torch.device = "cpu",
     data_info: dict | None = None,
-) -> tuple[EDMPrecond, dict]:
-    """Train (or resume) an EDM model on ``data`` (N, ...) or an example source (``draw(batch, generator)``
+) -> tuple[Callable, dict]:
+    """Train (or resume) an EDM or flow-matching model on ``data`` (N, ...) or an example source (``draw(batch, generator)``
     returning examples and their conditioning); returns the EMA denoiser and the metadata.
 
     ``stop_after`` ends the run after that many steps in this call (an interruption, for tests);
@@ -317,12 +329,14 @@ def _train(data, config, out_dir, labels, stop_after, progress, log, on_checkpoi
     noise_rng = torch.Generator().manual_seed(config.seed + 2)
     torch.manual_seed(config.seed + 3 + 1000 * rank)  # dropout masks: their own stream per rank
     step, losses = 0, []
+    objective = OBJECTIVES.get(config.objective)
     meta = {
         "config": dataclasses.asdict(config),
         "shape": list(shape),
         "dim": math.prod(shape),
         "num_classes": num_classes,
         "data": data_info or {},
+        "process": objective.process.name,
         "losses": losses,
     }
     if (out_dir / TENSORS_FILE).exists():
@@ -358,13 +372,13 @@ def _train(data, config, out_dir, labels, stop_after, progress, log, on_checkpoi
         meta["losses"] = losses
         meta["seconds"] = float(prev.get("seconds", 0.0))  # training time before this run, for cumulative logs
     jsonl = _JsonlLog(out_dir / "log.jsonl", step) if rank == 0 else None
-    loss_fn = EDMLoss(config.p_mean, config.p_std, config.sigma_data, config.sigma_distribution)
+    loss_fn = objective.loss(config.p_mean, config.p_std, config.sigma_data, config.sigma_distribution)
     model = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    denoiser = EDMPrecond(model, config.sigma_data)
+    denoiser = objective.denoiser(model, config.sigma_data)
     autocast = config.amp and device.type == "cuda"
     per_rank = config.batch_size // world
     mine = slice(rank * per_rank, (rank + 1) * per_rank)
@@ -434,7 +448,7 @@ def _train(data, config, out_dir, labels, stop_after, progress, log, on_checkpoi
                     saved = step
                     if on_checkpoint:
                         ema.eval()
-                        on_checkpoint(step, EDMPrecond(ema, config.sigma_data))
+                        on_checkpoint(step, objective.denoiser(ema, config.sigma_data))
             if interrupted.requested:
                 break
     if interrupted.requested:
@@ -449,4 +463,4 @@ def _train(data, config, out_dir, labels, stop_after, progress, log, on_checkpoi
     if bar:
         bar.close()
     ema.eval()
-    return EDMPrecond(ema, config.sigma_data), {**meta, "step": step}
+    return objective.denoiser(ema, config.sigma_data), {**meta, "step": step}

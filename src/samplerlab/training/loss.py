@@ -1,4 +1,6 @@
-"""The EDM loss (Karras et al. 2022, eq. 8 and Table 1) and the noise-level distributions it trains on.
+"""The training objectives and the noise-level distributions they train on: EDM's denoising loss (Karras et
+al. 2022, eq. 8 and Table 1) and conditional flow matching (Lipman et al. 2022; Liu et al. 2022; Esser et al.
+2024), each with the denoiser wrapper that turns its raw network into D(x_hat, sigma) (``OBJECTIVES``).
 
 A distribution is an object with ``draw(n, generator, dtype) -> sigma``: EDM's log-normal, or the levels of a
 process at uniformly drawn times (SGMSE+'s t ~ U(t_eps, 1) of the OUVE process, Richter et al. 2023,
@@ -8,19 +10,33 @@ Sec. III). Configurations name one (``SIGMA_DISTRIBUTIONS``); the loss never bra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from ..processes import OUVE, Process
+from ..denoisers import EDMPrecond, Prediction, PredictionAdapter, edm_noise_input
+from ..processes import EDM, OUVE, Process, RectifiedFlow
 from ..registry import Registry
 
-__all__ = ["LogNormalSigma", "ProcessTimeSigma", "SIGMA_DISTRIBUTIONS", "sigma_distribution", "EDMLoss"]
+__all__ = [
+    "LogNormalSigma",
+    "ProcessTimeSigma",
+    "SIGMA_DISTRIBUTIONS",
+    "sigma_distribution",
+    "EDMLoss",
+    "FlowMatchingLoss",
+    "Objective",
+    "OBJECTIVES",
+]
 
 
 @dataclass(frozen=True)
 class LogNormalSigma:
-    """ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022, Table 1)."""
+    """ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022, Table 1).
+
+    Under rectified flow ln sigma = ln(t / (1 - t)) = logit t, so this is also the logit-normal time sampling
+    of Esser et al. 2024 (Sec. 3.1, eq. 19: logit t ~ N(m, s^2), m = 0 and s = 1 in their best runs)."""
 
     p_mean: float = -1.2
     p_std: float = 1.2
@@ -77,3 +93,68 @@ class EDMLoss:
     def __call__(self, denoiser, x: Tensor, g: torch.Generator, **cond) -> Tensor:
         sigma, noise = self.draw(tuple(x.shape), g, x.dtype)
         return self.weighted(denoiser, x, sigma, noise, **cond)
+
+
+class FlowMatchingLoss:
+    """Conditional flow matching on the rectified-flow path x_t = (1 - t) x_0 + t eps: ||v(x_t, t) - (eps - x_0)||^2
+    (Lipman et al. 2022, eq. 23 with sigma_min = 0; Liu et al. 2022, eq. 1; Esser et al. 2024, eq. 3), t drawn
+    from ``distribution`` as sigma = t / (1 - t) (default the logit-normal, ``LogNormalSigma(0, 1)``). The model
+    is a ``PredictionAdapter`` of flow prediction under ``RectifiedFlow``: its network output is the velocity.
+
+    In terms of D the loss is ||D - x_0||^2 / t^2 (D = x_t - t v); it is computed on the velocity, which keeps
+    float32 precision at small t."""
+
+    def __init__(self, distribution=None):
+        self.distribution = distribution or LogNormalSigma(0.0, 1.0)
+
+    def draw(self, shape: tuple[int, ...], g: torch.Generator, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """(sigma, noise) for a batch of ``shape``, from the CPU generator ``g``."""
+        sigma = self.distribution.draw(shape[0], g, dtype)
+        return sigma, torch.randn(shape, generator=g, dtype=dtype)
+
+    def weighted(self, model: PredictionAdapter, x: Tensor, sigma: Tensor, noise: Tensor, **cond) -> Tensor:
+        t = (sigma.double() / (1 + sigma.double())).to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        x_t = (1 - t) * x + t * noise
+        v = model.output(x_t, t.reshape(-1), **cond)
+        return ((v.float() - (noise - x)) ** 2).mean()
+
+    def __call__(self, model, x: Tensor, g: torch.Generator, **cond) -> Tensor:
+        sigma, noise = self.draw(tuple(x.shape), g, x.dtype)
+        return self.weighted(model, x, sigma, noise, **cond)
+
+
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a network is trained to predict: the loss, the wrapper that makes the raw network a denoiser
+    D(x_hat, sigma), the process it is sampled under by default, and the default noise-level distribution
+    (log-normal sigma with ``p_mean``, ``p_std``)."""
+
+    name: str
+    process: Process
+    p_mean: float
+    p_std: float
+    make_denoiser: Callable  # (net, sigma_data) -> D(x_hat, sigma)
+    make_loss: Callable  # (distribution, sigma_data) -> the loss
+
+    def denoiser(self, net, sigma_data: float):
+        return self.make_denoiser(net, sigma_data)
+
+    def loss(self, p_mean: float, p_std: float, sigma_data: float, distribution: str = "lognormal"):
+        return self.make_loss(sigma_distribution(distribution, p_mean, p_std), sigma_data)
+
+
+def _flow_denoiser(net, sigma_data):
+    """The velocity network as D; it takes EDM's c_noise = ln(sigma) / 4 = logit(t) / 4, so that every samplerlab
+    network (whose noise embeddings are sized for it) trains as a flow model unchanged."""
+    return PredictionAdapter(net, RectifiedFlow(), Prediction.FLOW, noise_input=edm_noise_input)
+
+
+OBJECTIVES: Registry[Objective] = Registry("training objective")
+OBJECTIVES.register("edm")(
+    Objective("edm", EDM(), -1.2, 1.2, EDMPrecond, lambda dist, sd: EDMLoss(-1.2, 1.2, sd, dist))
+)
+OBJECTIVES.register("flow")(
+    Objective("flow", RectifiedFlow(), 0.0, 1.0, _flow_denoiser, lambda dist, sd: FlowMatchingLoss(dist))
+)
