@@ -246,3 +246,46 @@ def test_train_sample_eval_commands(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(toy), "--no-progress"]) == 2
     assert "needs an image model" in capsys.readouterr().err
+
+
+def test_flow_model_train_sample_eval_calibrate_commands(tmp_path, capsys, monkeypatch):
+    """train --objective flow, then sample, eval and calibrate on it from the CLI: the checkpoint samples under
+    rectified flow on the flow grid by default, and its calibrated grid file is refused under another process."""
+    from samplerlab.cli import main
+    from samplerlab.grids import GridFile
+
+    monkeypatch.setenv("SAMPLERLAB_THREADS", "1")
+    run = tmp_path / "flow"
+    assert main(["train", "--objective", "flow", "--data", "digits", "--steps", "4", "--batch-size", "8", "--channels",
+                 "8", "--channel-mult", "1,2", "--checkpoint-every", "4", "--out", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    meta = json.loads((run / "checkpoint.json").read_text())
+    assert meta["process"] == "rectified-flow" and meta["config"]["objective"] == "flow"
+    assert main(["sample", "--checkpoint", str(run), "--solver", "dpm-solver++", "--steps", "4", "--seeds", "0-3",
+                 "--out", str(tmp_path / "flow.png"), "--no-progress"]) == 0
+    assert "on the flow grid" in capsys.readouterr().out and (tmp_path / "flow.png").exists()
+    assert main(["sample", "--checkpoint", str(run), "--grid", "flow:shift=0", "--no-progress"]) == 2
+    assert "shift must be a finite number > 0, got 0" in capsys.readouterr().err
+
+    cache = tmp_path / "cache"
+    assert main(["eval", "--checkpoint", str(run), "--solvers", "euler", "--nfe", "3", "--grid", "flow:shift=3",
+                 "--samples", "20", "--cache", str(cache), "--no-progress"]) == 0
+    assert "| euler | 3 | 3 | 3 | 1 |" in capsys.readouterr().out
+
+    grid = tmp_path / "flow-euler-3.json"
+    assert main(["calibrate", "--checkpoint", str(run), "--solver", "euler", "--nfe", "3", "--fit-samples", "8",
+                 "--test-samples", "16", "--max-evaluations", "12", "--out", str(grid), "--no-progress"]) == 0
+    capsys.readouterr()
+    made = GridFile.read(grid)
+    assert made.provenance["process"] == "rectified-flow" and made.sigmas[0] == pytest.approx(9999.0)
+    assert main(["sample", "--checkpoint", str(run), "--solver", "euler", "--steps", "3", "--grid", str(grid),
+                 "--seeds", "0-1", "--out", str(tmp_path / "cal.png"), "--no-progress"]) == 0
+    capsys.readouterr()
+    # the same file with an EDM model: refused before any sampling, naming both processes
+    edm = tmp_path / "edm"
+    assert main(["train", "--data", "digits", "--steps", "1", "--batch-size", "8", "--channels", "8", "--channel-mult",
+                 "1,2", "--out", str(edm), "--no-sample-grids", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(edm), "--solver", "euler", "--steps", "3", "--grid", str(grid),
+                 "--out", str(tmp_path / "x.png"), "--no-progress"]) == 2
+    assert "made for the 'rectified-flow' process, not 'edm'" in capsys.readouterr().err

@@ -419,6 +419,15 @@ class GridFile:
         return dataclasses.replace(solver, coefficients=self.solver_coefficients)
 
     def tensor(self, process: Process | None = None) -> Tensor:
+        """The levels, checked for ``process``: a file that records the process it was made for (``provenance``'s
+        "process") is refused under another, before any work: its levels, and a solver in the process's time,
+        were fitted to that process (a rectified-flow grid starts at t_max = 1 - 1e-4, sigma 9999)."""
+        made_for = self.provenance.get("process")
+        if process is not None and made_for is not None and made_for != process.name:
+            raise GridError(
+                f"this grid file was made for the {made_for!r} process, not {process.name!r}: sample under "
+                f"{made_for} (e.g. --process {made_for}) or calibrate a grid for {process.name}"
+            )
         return validate_grid(self.sigmas, process)
 
     def to_json(self) -> str:
@@ -484,7 +493,10 @@ def saved(num_steps: int, process: Process | None = None, *, name: str, director
             f"saved grid {name!r} has {grid.num_steps} steps, not {num_steps}: it was made for "
             f"{grid.provenance.get('solver', 'its solver')} at {grid.provenance.get('nfe', '?')} NFE"
         )
-    return grid.tensor(process)
+    try:
+        return grid.tensor(process)
+    except GridError as err:
+        raise GridError(f"saved grid {name!r}: {err}") from None
 
 
 def is_grid_file(name: str) -> bool:

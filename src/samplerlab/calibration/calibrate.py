@@ -106,16 +106,33 @@ class CalibrationReport:
         return d
 
 
+# under rectified flow also the flow-matching grids: uniform in flow time, shifted (SD3: shift 3; shift < 1 puts
+# more steps at low noise, which few-step sampling of low-dimensional data needs), and Flux's
+FLOW_BASELINE_GRIDS = (
+    ("flow", {}),
+    ("flow", {"shift": 3.0}),
+    ("flow", {"shift": 0.5}),
+    ("flux", {"mu": 0.0}),
+    ("flux", {"mu": -1.0}),
+)
+
+
+def _baseline_grid(name: str, params: dict, steps: int, target: Target) -> torch.Tensor:
+    if name == "uniform-time":  # the process's own times
+        return make_grid(name, steps, target.process)
+    if name in ("flow", "flux"):  # flow times from t = 1, standing at the target's start
+        return make_grid(name, steps, target.process, sigma_max=target.sigma_max, **params)
+    return make_grid(name, steps, target.process, sigma_min=target.sigma_min, sigma_max=target.sigma_max, **params)
+
+
 def best_builtin_grid(target: Target, solver: Solver, steps: int, teacher) -> tuple[str, torch.Tensor, Scores]:
-    """The built-in grid (``BASELINE_GRIDS``) with the lowest RMS to the teacher on ``teacher``'s seeds."""
+    """The built-in grid (``BASELINE_GRIDS``, and ``FLOW_BASELINE_GRIDS`` under rectified flow) with the lowest
+    RMS to the teacher on ``teacher``'s seeds."""
     best = None
-    for name, params in BASELINE_GRIDS:
+    candidates = BASELINE_GRIDS + (FLOW_BASELINE_GRIDS if target.process.name == "rectified-flow" else ())
+    for name, params in candidates:
         try:
-            grid = (
-                make_grid(name, steps, target.process, sigma_min=target.sigma_min, sigma_max=target.sigma_max, **params)
-                if name != "uniform-time"
-                else make_grid(name, steps, target.process)
-            )
+            grid = _baseline_grid(name, params, steps, target)
         except (ValueError, TypeError):
             continue
         if float(grid[0]) != target.sigma_max:

@@ -26,6 +26,7 @@ from ..metrics import nll_gap, reference_ode_solution, rms_distance, sliced_wass
 from ..noise import SampleNoise
 from ..problems import PROBLEMS, AnalyticProblem, make_problem
 from ..processes import PROCESSES, make_process
+from ..registry import parse_spec
 from ..sampling import prior_sample, sample
 from ..solvers import solver_from_spec
 from .config import DTYPES, check_dtype
@@ -92,10 +93,6 @@ class BenchConfig:
             solver = self.solver(spec)
             for tol in self.tolerances(solver) if solver.adaptive else ():
                 solver.with_tolerance(tol).check_parameters()
-        if is_grid_file(self.grid):
-            GridFile.read(self.grid)
-        else:
-            GRIDS.get(self.grid)
         PROCESSES.get(self.process)
         check_dtype(self.dtype)
         bad = [n for n in self.nfes if int(n) != n or n < 1]
@@ -103,6 +100,13 @@ class BenchConfig:
             raise ValueError(f"NFE budgets must be positive integers, got {self.nfes}")
         if self.num_samples is not None and self.num_samples < 2:
             raise ValueError(f"num_samples must be at least 2, got {self.num_samples}")
+        if is_grid_file(self.grid):
+            GridFile.read(self.grid)
+        else:  # the name, spec ("flow:shift=3") and parameters: the first cell's grid, built before any work
+            GRIDS.get(parse_spec(self.grid, "grid", "flow:shift=3")[0])
+            first = next((self.solver(s) for s in self.solvers if not self.solver(s).adaptive), None)
+            steps = (first.steps_for_nfe(min(self.nfes)) if first and self.nfes else None) or 2
+            make_grid(self.grid, steps, make_process(self.process, **self.process_params), **self.grid_params)
 
     def solver(self, spec: str):
         return solver_from_spec(spec, **self.solver_params.get(spec, {}))

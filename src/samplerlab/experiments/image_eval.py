@@ -143,7 +143,10 @@ def sample_images(
         grid_file = GridFile.read(cfg.grid)
         if grid_file.num_steps != steps:
             raise ValueError(f"the grid file {cfg.grid} has {grid_file.num_steps} steps, not {steps}")
-        grid = grid_file.tensor(process)
+        try:
+            grid = grid_file.tensor(process)
+        except ValueError as err:
+            raise ValueError(f"{cfg.grid}: {err}") from None
         solver = grid_file.configure(solver)
         if grid_file.model_sigmas is not None:
             denoiser = LevelShift(model, grid, grid_file.model_sigmas)

@@ -123,8 +123,6 @@ class FlowMatchingLoss:
         return self.weighted(model, x, sigma, noise, **cond)
 
 
-
-
 @dataclass(frozen=True)
 class Objective:
     """What a network is trained to predict: the loss, the wrapper that makes the raw network a denoiser
