@@ -278,6 +278,9 @@ def test_flow_model_train_sample_eval_calibrate_commands(tmp_path, capsys, monke
     capsys.readouterr()
     made = GridFile.read(grid)
     assert made.provenance["process"] == "rectified-flow" and made.sigmas[0] == pytest.approx(9999.0)
+    assert made.provenance["process_params"] == {"t_min": 1e-3, "t_max": pytest.approx(1 - 1e-4)}
+    assert made.provenance["baseline"].split(":")[0] in ("karras", "logsnr", "polyexponential", "uniform-time", "flow",
+                                                        "flux")
     assert main(["sample", "--checkpoint", str(run), "--solver", "euler", "--steps", "3", "--grid", str(grid),
                  "--seeds", "0-1", "--out", str(tmp_path / "cal.png"), "--no-progress"]) == 0
     capsys.readouterr()

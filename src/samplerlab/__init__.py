@@ -15,7 +15,7 @@ from .denoisers import (
 )
 from .grids import GRIDS, make_grid, validate_grid
 from .noise import SampleNoise
-from .processes import EDM, OUVE, PROCESSES, VE, SubVP, VPCosine, VPLinear, make_process
+from .processes import EDM, OUVE, PROCESSES, VE, RectifiedFlow, SubVP, VPCosine, VPLinear, make_process
 from .sampling import SampleResult, StepRecord, generate, prior_sample, sample
 from .solvers import SOLVERS, make_solver
 
@@ -43,6 +43,7 @@ __all__ = [
     "OUVE",
     "PROCESSES",
     "VE",
+    "RectifiedFlow",
     "SubVP",
     "VPCosine",
     "VPLinear",

@@ -24,7 +24,15 @@ from .dp import check_dp_limits, dp_evaluations, dp_grid
 from .learn import CalibrationMethod, LearnedSampler, Scores, learn, run_sampler, score
 from .teacher import Target, fingerprint, solve_teacher
 
-__all__ = ["SeedSplit", "CalibrationReport", "BASELINE_GRIDS", "calibrate", "best_builtin_grid"]
+__all__ = [
+    "SeedSplit",
+    "CalibrationReport",
+    "BASELINE_GRIDS",
+    "FLOW_BASELINE_GRIDS",
+    "baseline_grid",
+    "calibrate",
+    "best_builtin_grid",
+]
 
 # the built-in grids a calibration starts from and is measured against: Karras et al. (2022) at several rho,
 # uniform log-SNR (Lu et al. 2022), polyexponential, and the process's uniform time (Song et al. 2021)
@@ -117,7 +125,8 @@ FLOW_BASELINE_GRIDS = (
 )
 
 
-def _baseline_grid(name: str, params: dict, steps: int, target: Target) -> torch.Tensor:
+def baseline_grid(name: str, params: dict, steps: int, target: Target) -> torch.Tensor:
+    """A built-in grid laid on the target's range (flow grids: from its start; uniform-time: the process's)."""
     if name == "uniform-time":  # the process's own times
         return make_grid(name, steps, target.process)
     if name in ("flow", "flux"):  # flow times from t = 1, standing at the target's start
@@ -132,7 +141,7 @@ def best_builtin_grid(target: Target, solver: Solver, steps: int, teacher) -> tu
     candidates = BASELINE_GRIDS + (FLOW_BASELINE_GRIDS if target.process.name == "rectified-flow" else ())
     for name, params in candidates:
         try:
-            grid = _baseline_grid(name, params, steps, target)
+            grid = baseline_grid(name, params, steps, target)
         except (ValueError, TypeError):
             continue
         if float(grid[0]) != target.sigma_max:
@@ -272,6 +281,11 @@ def calibrate(
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model_fingerprint": model_id,
             "process": target.process.name,
+            # where the file is valid: the process's numbers (rectified flow: t_min, t_max) and the sampled range
+            "process_params": {
+                k: v for k, v in vars(target.process).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            },
+            "sigma_range": [target.sigma_min, target.sigma_max],
             "solver": solver.describe(),
             "nfe": counted,
             "method": method.value,

@@ -107,13 +107,13 @@ def run(args) -> int:
         print("model sigmas: " + ", ".join(f"{s:.4g}" for s in grid_file.model_sigmas))
     print(f"{report.evaluations} sampler runs, {report.seconds:.0f} s; wrote {out}")
     if args.plot:
+        from ..calibration.calibrate import baseline_grid
         from ..calibration.plot import plot_grids
-        from ..grids import make_grid
 
         steps = grid_file.num_steps
         grids = {f"calibrated ({method.value})": grid_file.sigmas}
-        for name in ("karras", "logsnr"):
-            grids[name] = make_grid(name, steps, process, sigma_min=target.sigma_min, sigma_max=target.sigma_max)
+        for name in ("karras", "logsnr") + (("flow",) if process.name == "rectified-flow" else ()):
+            grids[name] = baseline_grid(name, {}, steps, target)
         shifted = {next(iter(grids)): grid_file.model_sigmas} if grid_file.model_sigmas else None
         title = f"{label}: {args.solver} at {report.nfe} NFE ({method.value})"
         print(f"wrote {plot_grids(grids, args.plot, title, shifted)}")
