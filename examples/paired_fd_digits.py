@@ -3,7 +3,8 @@
     samplerlab calibrate --checkpoint runs/train-digits --solver dpm-solver++ --nfe 5 --out grids/digits-5.json
     python examples/paired_fd_digits.py --checkpoint runs/train-digits --grid grids/digits-5.json --samples 2000
 
-Samples the calibrated grid, DPM-Solver++ and iPNDM on Karras's grid at 5 NFE and Heun at 35 NFE from the
+Samples the calibrated grid, DPM-Solver++ and iPNDM on the model's default grid (Karras's; the flow grid for a
+flow-matching model of ``samplerlab train --objective flow``) at the grid file's NFE and Heun at 35 NFE from the
 same seeds and classes, and prints each FD with its own 95 % interval, then each sampler's difference to
 the calibrated one: FD with a 95 % interval from paired half-samples, KID +- 1.96 paired jackknife
 standard errors (``ReferenceStats.frechet_difference_interval``, ``kid_difference``). Two FDs whose own
@@ -17,7 +18,15 @@ import argparse
 import torch
 
 from samplerlab.data import load_dataset, split_dataset
-from samplerlab.experiments.image_eval import ImageEvalConfig, random_labels, sample_images
+from samplerlab.experiments.image_eval import (
+    ImageEvalConfig,
+    default_grid,
+    model_process,
+    random_labels,
+    sample_images,
+    sampling_range,
+)
+from samplerlab.grids import GridFile
 from samplerlab.metrics.features import (
     ClassifierFeatures,
     batched_features,
@@ -30,7 +39,7 @@ from samplerlab.training import load_checkpoint
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a digits model of samplerlab train")
-    parser.add_argument("--grid", required=True, help="a 5-step DPM-Solver++ grid file of samplerlab calibrate")
+    parser.add_argument("--grid", required=True, help="a DPM-Solver++ grid file of samplerlab calibrate")
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -47,11 +56,14 @@ def main() -> None:
     seeds = list(range(args.samples))
     classes = meta["num_classes"]
     labels = random_labels(seeds, classes) if classes else None
+    steps = GridFile.read(args.grid).num_steps  # DPM-Solver++ 2M: one call per step
+    grid_name = default_grid(meta)
+    sigma_min, sigma_max = sampling_range(meta)
     cells = {
-        "dpm-solver++, calibrated grid, 5 NFE": ("dpm-solver++", 5, args.grid),
-        "dpm-solver++, karras, 5 NFE": ("dpm-solver++", 5, None),
-        "ipndm, karras, 5 NFE": ("ipndm", 5, None),
-        "heun, karras, 35 NFE": ("heun", 18, None),
+        f"dpm-solver++, calibrated grid, {steps} NFE": ("dpm-solver++", steps, args.grid),
+        f"dpm-solver++, {grid_name}, {steps} NFE": ("dpm-solver++", steps, None),
+        f"ipndm, {grid_name}, {steps} NFE": ("ipndm", steps, None),
+        f"heun, {grid_name}, 35 NFE": ("heun", 18, None),
     }
     features = {}
     for name, (spec, steps, grid) in cells.items():
@@ -63,7 +75,13 @@ def main() -> None:
             seeds,
             num_classes=classes,
             labels=labels,
-            config=ImageEvalConfig(grid=grid),
+            config=ImageEvalConfig(
+                grid=grid,
+                grid_name=grid_name,
+                process=model_process(meta).name,
+                sigma_min=sigma_min,
+                sigma_max=sigma_max,
+            ),
         )
         features[name] = batched_features(extractor, x.clamp(-1, 1))
         lo, hi = ref.frechet_interval(features[name])
