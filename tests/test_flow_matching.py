@@ -105,6 +105,7 @@ def test_shift_in_time_is_a_scaling_of_sigma():
     ("flow:t_min=0", r"t_min must be in \(0, 1\), got 0"),
     ("flux:height=0", "height must be a positive integer, got 0"),
     ("flow:shift", "bad grid spec 'flow:shift'"),
+    ("flow:shift=3:mu=1", "a static shift or a dynamic mu, not both"),
     ("flow:rho=7", "bad parameters"),
 ])
 def test_bad_flow_grid_inputs_are_refused_with_the_value(spec, message):

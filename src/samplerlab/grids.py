@@ -307,6 +307,8 @@ def flow(
     ``sigma_max`` (the process's, for rectified flow t_max = 1 - 1e-4).
     """
     n = _flow_start(num_steps, final_zero)
+    if mu is not None and shift != 1.0:
+        raise GridError(f"give the flow grid a static shift or a dynamic mu, not both (shift={shift!r}, mu={mu!r})")
     t_min = 1e-3 if t_min is None else t_min
     if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0 < t_min < 1:
         raise GridError(f"t_min must be in (0, 1), got {t_min!r}")
