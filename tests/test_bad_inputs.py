@@ -28,7 +28,7 @@ FAST = ["--problems", "ring", "--samples", "8", "--no-progress"]
 CLI_CASES = [
     # bench: outputs, budgets, counts, seeds
     (["bench", "--out", "afile", *FAST], "afile exists and is not a folder"),
-    (["bench", "--out", "missing/out", *FAST], "missing does not exist"),
+    (["bench", "--out", "afile/out", *FAST], "afile/out: afile is not a folder"),
     (["bench", "--nfe", "0", *FAST], "got 0"),
     (["bench", "--nfe", "-5", *FAST], "got -5"),
     (["bench", "--nfe", "abc", *FAST], "'abc'"),
@@ -78,7 +78,7 @@ CLI_CASES = [
     # schedules plot
     (["schedules", "plot", "--out", "adir"], "adir is a folder"),
     (["schedules", "plot", "--out", "plot.txt"], "plot.txt"),
-    (["schedules", "plot", "--out", "missing/plot.png"], "missing does not exist"),
+    (["schedules", "plot", "--out", "afile/sub/plot.png"], "afile is not a folder"),
     # sample
     (["sample", "--steps", "0"], "'0'"),
     (["sample", "--out", "samples.txt"], "samples.txt"),

@@ -272,7 +272,7 @@ def test_flow_model_train_sample_eval_calibrate_commands(tmp_path, capsys, monke
                  "--samples", "20", "--cache", str(cache), "--no-progress"]) == 0
     assert "| euler | 3 | 3 | 3 | 1 |" in capsys.readouterr().out
 
-    grid = tmp_path / "flow-euler-3.json"
+    grid = tmp_path / "grids" / "new" / "flow-euler-3.json"  # missing folders are made, as the docs write it
     assert main(["calibrate", "--checkpoint", str(run), "--solver", "euler", "--nfe", "3", "--fit-samples", "8",
                  "--test-samples", "16", "--max-evaluations", "12", "--out", str(grid), "--no-progress"]) == 0
     capsys.readouterr()

@@ -26,18 +26,22 @@ __all__ = [
 
 
 def _writable_parent(path: Path) -> None:
+    """``path`` can be created: its nearest existing ancestor is a folder we may write in (the writers create
+    the missing folders between, as ``io.atomic_path`` does, so ``--out grids/new/g.json`` works as written)."""
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise argparse.ArgumentTypeError(f"{path}: its folder {parent} does not exist")
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{path}: cannot write in {parent}")
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: cannot write in {existing}")
 
 
 def output_dir(text: str) -> str:
-    """An output folder: an existing writable folder, or a new one in an existing writable folder. Checked
-    when the arguments are parsed, before any work, and nothing is created here."""
+    """An output folder: an existing writable folder, or a new one (with any missing folders above it) under an
+    existing writable folder. Checked when the arguments are parsed, before any work, and nothing is created
+    here."""
     path = Path(text)
     if path.exists():
         if not path.is_dir():
@@ -50,7 +54,8 @@ def output_dir(text: str) -> str:
 
 
 def output_file(text: str, suffixes: tuple[str, ...] = ()) -> str:
-    """An output file: not a folder, in an existing writable folder, with one of ``suffixes`` if given."""
+    """An output file: not a folder, in a folder that exists or can be made (``_writable_parent``), with one of
+    ``suffixes`` if given."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
