@@ -46,3 +46,18 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for name in ("heun", "karras", "ouve", "gmm64"):
         assert name in out
+
+
+def test_version_and_threads_after_the_command(capsys):
+    import torch
+
+    from samplerlab import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"samplerlab {__version__}"
+    try:
+        assert main(["list", "--threads", "2"]) == 0 and torch.get_num_threads() == 2
+        assert main(["--threads", "1", "list"]) == 0 and torch.get_num_threads() == 1
+        assert main(["speech", "make-corpus", "--threads", "0"]) == 2
+        assert "--threads: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(1)

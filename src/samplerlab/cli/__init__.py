@@ -27,6 +27,7 @@ from . import (
     speech,
     train,
 )
+from .common import positive_int
 
 __all__ = ["main", "make_parser"]
 
@@ -53,15 +54,28 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+THREADS_HELP = (
+    "torch threads (default: $SAMPLERLAB_THREADS, else 1, and all usable cores for the training "
+    "commands, which own the machine; more than the free cores oversubscribes)"
+)
+
+
+def _add_threads_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` after the command name too (``samplerlab bench --threads 2``): every subcommand takes it,
+    and leaves the value given before the command alone when it is not given again."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.add_argument("--threads", type=positive_int, default=argparse.SUPPRESS, help=THREADS_HELP)
+                _add_threads_everywhere(child)
+
+
 def make_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = OneLineParser(prog="samplerlab", description="Samplers for diffusion models, measured.")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default: $SAMPLERLAB_THREADS, else 1, and all usable cores for the training "
-        "commands, which own the machine; more than the free cores oversubscribes)",
-    )
+    parser.add_argument("--version", action="version", version=f"samplerlab {__version__}")
+    parser.add_argument("--threads", type=positive_int, default=None, help=THREADS_HELP)
     parser.add_argument(
         "--debug",
         action="store_true",
@@ -71,6 +85,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
+    _add_threads_everywhere(parser)
     return parser
 
 
