@@ -61,3 +61,18 @@ def test_version_and_threads_after_the_command(capsys):
         assert "--threads: expected an integer >= 1, got '0'" in capsys.readouterr().err
     finally:
         torch.set_num_threads(1)
+
+
+def test_a_closed_pipe_is_not_an_error_and_a_missing_file_is_named_a_file(capsys):
+    """``samplerlab list | head -1`` exits 0 without a traceback; a missing ``.pkl`` is "no such checkpoint file"."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "samplerlab.cli", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Broken pipe" not in err and b"Traceback" not in err
+    assert main(["sample", "--checkpoint", "nosuch.pkl", "--no-progress"]) == 2
+    assert "nosuch.pkl: no such checkpoint file" in capsys.readouterr().err

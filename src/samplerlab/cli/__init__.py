@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("samplerlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (samplerlab list | head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except Exception as err:  # noqa: BLE001 - the one place every error becomes a message
         if args.debug:
             traceback.print_exc()

@@ -55,6 +55,8 @@ def read_checkpoint(folder: str | Path, *, tensors: bool = True) -> tuple[dict, 
     checkpoint file is in)."""
     path = Path(folder)
     if not path.exists():
+        if path.suffix.lower() in (".pkl", ".pth", ".pt", ".ckpt", ".safetensors"):
+            raise CheckpointError(f"{path}: no such checkpoint file")
         raise CheckpointError(f"{path}: no such checkpoint folder")
     folder = path if path.is_dir() else path.parent
     tensors_path, meta_path = folder / TENSORS_FILE, folder / META_FILE
