@@ -81,17 +81,15 @@ def diffusers_schedulers(shifts) -> dict:
 
 
 class Velocity:
-    """The exact mixture as a flow model v(x_t, t) = (x_t - D(x_t / (1 - t), t / (1 - t))) / t, its limit
-    x_t - E[x_0] at t = 1; counts its calls."""
+    """The exact mixture as a flow model (``GaussianMixture.flow_velocity``, its t = 1 limit included); counts
+    its calls."""
 
     def __init__(self, model):
-        self.model, self.mean, self.calls = model, model.mean(), 0
+        self.model, self.calls = model, 0
 
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         self.calls += 1
-        if t >= 1.0:
-            return x - self.mean.to(x.dtype)
-        return (x - self.model(x / (1 - t), torch.tensor(t / (1 - t), dtype=x.dtype))) / t
+        return self.model.flow_velocity(x, t)
 
 
 def exact_samples(model, z: torch.Tensor) -> torch.Tensor:

@@ -151,20 +151,6 @@ def test_euler_ancestral_is_ddim_with_the_same_eta_under_rectified_flow(eta):
     assert torch.allclose(a.x, b.x, atol=1e-10)
 
 
-def _velocity_model(model):
-    """The exact mixture as a flow model v(x_t, t) = (x_t - D(x_t / (1 - t), t / (1 - t))) / t, with its limit
-    x_t - E[x_0] at t = 1, where diffusers' flow schedulers start."""
-    mean = model.mean()
-
-    def velocity(x, t):
-        t = float(t)
-        if t >= 1.0:
-            return x - mean.to(x.dtype)
-        return (x - model(x / (1 - t), torch.tensor(t / (1 - t), dtype=x.dtype))) / t
-
-    return velocity
-
-
 @pytest.mark.parametrize("scheduler_name, spec", [
     ("FlowMatchEulerDiscreteScheduler", "euler"), ("FlowMatchHeunDiscreteScheduler", "heun"),
 ])
@@ -177,7 +163,7 @@ def test_flow_match_schedulers_are_euler_and_heun_in_flow_time(scheduler_name, s
     scheduler.set_timesteps(steps)
     assert float(scheduler.sigmas[0]) == 1.0
     scheduler.sigmas[0], scheduler.timesteps[0] = RF.t_max, 1000 * RF.t_max
-    velocity = _velocity_model(GAUSS)
+    velocity = GAUSS.flow_velocity  # the exact flow model, with its t = 1 limit
     grid = make_grid("flow:shift=3", steps, RF)
     x = prior_sample(RF, float(grid[0]), SampleNoise(range(4), dtype=torch.float64), (16,))
     theirs = x.clone()
@@ -327,3 +313,19 @@ def test_dopri5_on_rectified_flow_tightens_with_its_tolerance():
         nfes.append(r.nfe)
     assert errors[0] > errors[1] > errors[2] and nfes[0] < nfes[1] < nfes[2], (errors, nfes)
     assert errors[-1] < 1e-6
+
+
+def test_exact_flow_velocity_is_continuous_at_t_1_and_drives_euler():
+    """At t = 1 the velocity is x - E[x_0], the limit from below; Euler on it is samplerlab's euler."""
+    x = SampleNoise(range(4), dtype=torch.float64).randn(16)
+    assert torch.allclose(GAUSS.flow_velocity(x, 1.0), x - GAUSS.mean())
+    assert torch.allclose(GAUSS.flow_velocity(x, 1 - 1e-9), GAUSS.flow_velocity(x, 1.0), atol=1e-6)
+    # Euler in flow time on this velocity, written out, is samplerlab's euler under rectified flow
+    grid = make_grid("flow", 6, RF)
+    x0 = prior_sample(RF, float(grid[0]), SampleNoise(range(4), dtype=torch.float64), (16,))
+    ours = sample(GAUSS, x0, grid, make_solver("euler"), process=RF).x
+    t = (grid / (1 + grid)).tolist()
+    x1 = x0.clone()
+    for a, b in zip(t[:-1], t[1:]):
+        x1 = x1 + (b - a) * GAUSS.flow_velocity(x1, a)
+    assert torch.allclose(ours, x1, atol=1e-10)

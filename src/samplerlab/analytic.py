@@ -164,6 +164,15 @@ class GaussianMixture:
             noise = torch.einsum("be,bde->bd", noise, self.evecs[k])
         return means + noise
 
+    def flow_velocity(self, x_t: Tensor, t: float) -> Tensor:
+        """The exact rectified-flow velocity v(x_t, t) = E[eps - x_0 | x_t] of this data under x_t = (1 - t) x_0 +
+        t eps (Liu et al. 2022): (x_t - D(x_t / (1 - t), t / (1 - t))) / t, and its limit x_t - E[x_0] at t = 1,
+        where flow pipelines start. The mixture as a flow model, for a peer's scheduler to call."""
+        t = float(t)
+        if t >= 1.0:
+            return x_t - self.mean().to(x_t.dtype)
+        return (x_t - self(x_t / (1 - t), torch.tensor(t / (1 - t), dtype=x_t.dtype))) / t
+
     def mean(self) -> Tensor:
         w = torch.exp(self.log_weights)
         return (w[..., None] * self.means).sum(-2)
